@@ -1,0 +1,24 @@
+# Compiler options shared by every ringtrain target, through the interface
+# library `ringtrain_options`.
+#
+# RINGTRAIN_NATIVE (default ON): -march=native. FACTS.md measured Eigen's
+#   float GEMM at 3.5x and the ring's add loop at 1.6-1.9x with it; a build
+#   meant for other machines (a cluster's login node, a container) turns it off.
+# RINGTRAIN_SANITIZE (default OFF): AddressSanitizer + UndefinedBehaviorSanitizer,
+#   with UB reports made fatal so the test suite fails on them.
+option(RINGTRAIN_NATIVE "Optimise for the building machine (-march=native)" ON)
+option(RINGTRAIN_SANITIZE "Build with ASan+UBSan" OFF)
+
+add_library(ringtrain_options INTERFACE)
+target_compile_options(ringtrain_options INTERFACE -Wall -Wextra -Wpedantic
+  # GCC 12 reports false positives inside Eigen's AVX-512 kernels.
+  $<$<CXX_COMPILER_ID:GNU>:-Wno-maybe-uninitialized>)
+# Release is -O3 (CMake's default flags) plus, below, -march=native.
+if(RINGTRAIN_NATIVE)
+  target_compile_options(ringtrain_options INTERFACE -march=native)
+endif()
+if(RINGTRAIN_SANITIZE)
+  target_compile_options(ringtrain_options INTERFACE
+    -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
+  target_link_options(ringtrain_options INTERFACE -fsanitize=address,undefined)
+endif()

@@ -1,0 +1,67 @@
+// Communicator: everything train/ may ask of the other ranks.
+//
+// train/ never sees MPI; it talks through this interface. Implementations:
+// SelfCommunicator (one rank, for tests and single-process runs) and the MPI
+// one (mpi_communicator.hpp). No <mpi.h> here.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "ringtrain/util/error.hpp"
+
+namespace ringtrain {
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // In-place sum across ranks. The float overload is the gradient path and
+  // uses the configured algorithm (ring or MPI_Allreduce); results are
+  // bit-identical on every rank.
+  virtual void allreduce_sum(float* data, std::size_t n) = 0;
+  virtual void allreduce_sum(double* data, std::size_t n) = 0;
+  virtual int allreduce_min(int value) = 0;
+  virtual void broadcast(void* data, std::size_t bytes, int root) = 0;
+  virtual void barrier() = 0;
+  // Ends every rank of the job now (the last resort when ranks disagree).
+  [[noreturn]] virtual void abort(int exit_code) = 0;
+  // Prepares buffers for allreduce_sum(float*, n) so the step loop never
+  // allocates. Optional.
+  virtual void reserve(std::size_t /*floats*/) {}
+  virtual std::string algorithm() const = 0;
+};
+
+class SelfCommunicator final : public Communicator {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  void allreduce_sum(float*, std::size_t) override {}
+  void allreduce_sum(double*, std::size_t) override {}
+  int allreduce_min(int value) override { return value; }
+  void broadcast(void*, std::size_t, int) override {}
+  void barrier() override {}
+  [[noreturn]] void abort(int exit_code) override;
+  std::string algorithm() const override { return "self"; }
+};
+
+// An error every rank knows about and agrees on; the app prints it once.
+class CollectiveError : public Error {
+ public:
+  CollectiveError(const std::string& what, int exit_code) : Error(what, exit_code) {}
+};
+
+// Runs `fn` on every rank; if it throws on any rank, every rank throws a
+// CollectiveError carrying the lowest failing rank's message and exit code.
+// Use it around phases where ranks can fail independently (reading shards),
+// so bad input ends the job cleanly with exit code 2 everywhere, never a hang.
+void run_collectively(Communicator& comm, const std::function<void()>& fn);
+
+// Same string on every rank (root's); used for messages and config text.
+std::string broadcast_string(Communicator& comm, const std::string& s, int root);
+
+}  // namespace ringtrain

@@ -1,0 +1,27 @@
+// The MPI side of comm/: MPI start-up/shut-down and the MPI Communicator.
+// This header does not include <mpi.h>, so train/ and app/ can use it.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "ringtrain/comm/communicator.hpp"
+
+namespace ringtrain {
+
+// RAII MPI_Init / MPI_Finalize. Only one may exist per process.
+class MpiEnvironment {
+ public:
+  MpiEnvironment(int* argc, char*** argv);
+  ~MpiEnvironment();
+  MpiEnvironment(const MpiEnvironment&) = delete;
+  MpiEnvironment& operator=(const MpiEnvironment&) = delete;
+  static int world_rank();  // 0 before MPI_Init
+};
+
+// A communicator over a duplicate of MPI_COMM_WORLD. `algorithm` picks the
+// float all-reduce: "ring" (ours) or "mpi" (MPI_Allreduce, the reference).
+// UsageError naming comm.algorithm when it is neither.
+std::unique_ptr<Communicator> make_mpi_communicator(const std::string& algorithm);
+
+}  // namespace ringtrain

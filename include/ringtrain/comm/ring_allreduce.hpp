@@ -1,0 +1,41 @@
+// RingAllreduce: sum-all-reduce of a float buffer over MPI point-to-point,
+// as a reduce-scatter followed by an all-gather around a ring of p ranks.
+//
+// The buffer of n floats is cut into p chunks (the first n mod p chunks one
+// element longer), so any n works: 0, n < p, n not divisible by p. In step s
+// of the reduce-scatter, rank r sends chunk (r - s) mod p to its right
+// neighbour and adds chunk (r - s - 1) mod p from its left neighbour into its
+// own copy; after p-1 steps rank r holds the full sum of chunk (r + 1) mod p.
+// The all-gather then passes the finished chunks around the ring.
+//
+// Each chunk is summed in one fixed order on one rank and then copied, so the
+// result is bit-identical on every rank and deterministic run to run. Each
+// rank moves 2(p-1)/p * n floats, the bandwidth optimum.
+//
+// The receive scratch is allocated (and touched) by reserve(), never per call.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstddef>
+#include <vector>
+
+namespace ringtrain {
+
+class RingAllreduce {
+ public:
+  explicit RingAllreduce(MPI_Comm comm);
+  void reserve(std::size_t n);
+  void run(float* data, std::size_t n);
+
+ private:
+  std::size_t chunk_begin(int c, std::size_t n) const;
+  MPI_Comm comm_;
+  int rank_, size_;
+  std::vector<float> scratch_;
+};
+
+// Throws RuntimeError naming the call when an MPI function did not succeed.
+void check_mpi(int rc, const char* what);
+
+}  // namespace ringtrain

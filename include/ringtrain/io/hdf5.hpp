@@ -1,0 +1,71 @@
+// RAII handles and checked helpers for the HDF5 C API.
+//
+// Every hid_t is owned by an H5Handle that closes it with the right H5?close;
+// every HDF5 call is checked and failures become exceptions naming the file
+// and object. HDF5's own error-stack printing is switched off: messages are
+// ours, one line each.
+#pragma once
+
+#include <hdf5.h>
+
+#include <string>
+#include <vector>
+
+namespace ringtrain {
+
+class H5Handle {
+ public:
+  using Closer = herr_t (*)(hid_t);
+  H5Handle() = default;
+  H5Handle(hid_t id, Closer closer) : id_(id), closer_(closer) {}
+  ~H5Handle() { reset(); }
+  H5Handle(H5Handle&& o) noexcept : id_(o.id_), closer_(o.closer_) { o.id_ = -1; }
+  H5Handle& operator=(H5Handle&& o) noexcept {
+    if (this != &o) {
+      reset();
+      id_ = o.id_;
+      closer_ = o.closer_;
+      o.id_ = -1;
+    }
+    return *this;
+  }
+  H5Handle(const H5Handle&) = delete;
+  H5Handle& operator=(const H5Handle&) = delete;
+
+  hid_t get() const { return id_; }
+  operator hid_t() const { return id_; }
+  void reset() {
+    if (id_ >= 0 && closer_) closer_(id_);
+    id_ = -1;
+  }
+
+ private:
+  hid_t id_ = -1;
+  Closer closer_ = nullptr;
+};
+
+// Silences HDF5's automatic error printing (once per process).
+void h5_quiet();
+
+// Throws UsageError "<what>: <context>" when id < 0; returns an owning handle.
+H5Handle h5_check(hid_t id, H5Handle::Closer closer, const std::string& context);
+// Throws RuntimeError when status < 0.
+void h5_check(herr_t status, const std::string& context);
+
+// Opens an existing HDF5 file read-only; UsageError naming the path if it is
+// missing or not an HDF5 file.
+H5Handle h5_open_read(const std::string& path);
+bool h5_exists(hid_t loc, const std::string& name);
+H5Handle h5_open_dataset(hid_t file, const std::string& name, const std::string& path);
+std::vector<hsize_t> h5_dataset_shape(hid_t dataset);
+bool h5_is_integer(hid_t dataset);
+
+// Writes a dataset of native floats/ints with the given shape, chunked along
+// the first axis with the Fletcher32 checksum filter.
+void h5_write_floats(hid_t loc, const std::string& name, const std::vector<hsize_t>& shape,
+                     const float* data);
+void h5_write_ints(hid_t loc, const std::string& name, const std::vector<hsize_t>& shape,
+                   const int32_t* data);
+void h5_write_string_attr(hid_t loc, const std::string& name, const std::string& value);
+
+}  // namespace ringtrain

@@ -1,0 +1,87 @@
+// Mlp: a multi-layer perceptron over one flat parameter buffer.
+//
+// Layers dense_0 .. dense_{L-1} (input to output); each hidden layer is
+// Dense -> activation -> optional inverted dropout; the last layer emits
+// logits (classification) or predictions (regression) without activation.
+//
+// Memory: the parameters are one flat buffer laid out in REVERSE layer order
+// (dense_{L-1} first), so the gradients backward() finishes first form a
+// contiguous prefix of the gradient buffer (DESIGN.md: buckets can be reduced
+// while backward continues). All activations and their gradients live in
+// workspace buffers sized for `max_batch` at construction; forward() and
+// backward() never allocate.
+//
+// The gradient buffer is owned by the caller (the trainer appends reduction
+// slots to it); backward() overwrites grads[0, num_params()).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ringtrain/nn/param_layout.hpp"
+#include "ringtrain/nn/tensor.hpp"
+
+namespace ringtrain {
+
+enum class Activation { kRelu, kTanh };
+Activation parse_activation(const std::string& name);  // UsageError if unknown
+const char* activation_name(Activation a);
+
+struct MlpSpec {
+  std::vector<int> sizes;  // input, hidden..., output; at least 2 entries
+  Activation activation = Activation::kRelu;
+  float dropout = 0.0f;    // drop probability for hidden layers, in [0, 1)
+  std::string architecture() const;  // "784-256-128-10"
+};
+
+class Mlp {
+ public:
+  Mlp(MlpSpec spec, int max_batch);
+
+  const MlpSpec& spec() const { return spec_; }
+  const ParamLayout& layout() const { return layout_; }
+  std::size_t num_params() const { return layout_.total(); }
+  int num_layers() const { return static_cast<int>(spec_.sizes.size()) - 1; }
+  int input_size() const { return spec_.sizes.front(); }
+  int output_size() const { return spec_.sizes.back(); }
+  int max_batch() const { return max_batch_; }
+
+  float* params() { return params_.data(); }
+  const float* params() const { return params_.data(); }
+
+  // He-uniform (ReLU) or Glorot-uniform (tanh) kernels, zero biases; a pure
+  // function of the seed, so every rank could compute it (rank 0's copy is
+  // broadcast anyway).
+  void init(uint64_t seed);
+
+  // x: (batch, input_size) row-major. Returns (batch, output_size) outputs that
+  // stay valid until the next forward(). `dropout_key` selects the dropout
+  // masks; it is ignored when !training or dropout == 0.
+  ConstMatMap forward(const float* x, int batch, bool training, uint64_t dropout_key = 0);
+
+  // dout: (batch, output_size) gradient of the summed loss w.r.t. the outputs
+  // of the last forward(). Writes the parameter gradients into grads.
+  void backward(const float* dout, float* grads);
+
+ private:
+  struct Layer {
+    int in = 0, out = 0;
+    std::size_t kernel = 0, bias = 0;  // offsets into the flat buffers
+    std::vector<float> z, h;           // (max_batch, out): pre-activation, activation
+    std::vector<float> scale, a;       // dropout only: 0 or 1/keep, and h * scale
+    std::vector<float> dz;             // (max_batch, out)
+  };
+  const float* layer_input(int l) const;
+
+  MlpSpec spec_;
+  int max_batch_;
+  ParamLayout layout_;
+  std::vector<float> params_;
+  std::vector<Layer> layers_;
+  const float* input_ = nullptr;
+  int batch_ = 0;
+  bool dropout_active_ = false;
+};
+
+}  // namespace ringtrain

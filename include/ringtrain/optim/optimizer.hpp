@@ -1,0 +1,74 @@
+// Optimizers: one loop over the flat parameter buffer.
+//
+// State (momentum, Adam's m and v) is held as flat buffers with the same
+// layout as the parameters, exposed as named slots so checkpoints can store
+// them per tensor. step() never allocates.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace ringtrain {
+
+struct OptimSpec {
+  std::string name = "sgd";  // sgd | adamw
+  double momentum = 0.9;
+  bool nesterov = false;
+  double weight_decay = 0.0;  // sgd: L2 added to the gradient; adamw: decoupled
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+};
+
+struct OptimSlot {
+  std::string name;  // "momentum", "m", "v"
+  std::vector<float> values;
+};
+
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  // params -= update(grad_scale * grads). The trainer passes summed
+  // gradients and grad_scale = 1 / global sample count, which saves a
+  // separate pass over the buffer.
+  virtual void step(float* params, const float* grads, float lr, float grad_scale = 1.0f) = 0;
+  virtual std::string name() const = 0;
+  std::vector<OptimSlot>& slots() { return slots_; }
+  int64_t steps() const { return steps_; }
+
+ protected:
+  Optimizer(std::size_t n) : n_(n) {}
+  std::size_t n_;
+  int64_t steps_ = 0;
+  std::vector<OptimSlot> slots_;
+};
+
+// Matches torch.optim.SGD: g' = g + wd*w; v = mu*v + g';
+// update = nesterov ? g' + mu*v : v; w -= lr*update.
+class Sgd final : public Optimizer {
+ public:
+  Sgd(std::size_t n, double momentum, bool nesterov, double weight_decay);
+  void step(float* params, const float* grads, float lr, float grad_scale) override;
+  std::string name() const override { return "sgd"; }
+
+ private:
+  float momentum_, weight_decay_;
+  bool nesterov_;
+};
+
+// Matches torch.optim.AdamW: w *= 1 - lr*wd; bias-corrected Adam update.
+class AdamW final : public Optimizer {
+ public:
+  AdamW(std::size_t n, double beta1, double beta2, double eps, double weight_decay);
+  void step(float* params, const float* grads, float lr, float grad_scale) override;
+  std::string name() const override { return "adamw"; }
+
+ private:
+  double beta1_, beta2_;
+  float eps_, weight_decay_;
+};
+
+// UsageError naming optim.name when it is unknown.
+std::unique_ptr<Optimizer> make_optimizer(const OptimSpec& spec, std::size_t num_params);
+
+}  // namespace ringtrain

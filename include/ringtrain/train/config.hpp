@@ -1,0 +1,56 @@
+// TrainConfig: the resolved, validated settings of one training run.
+//
+// Filled by app/ from the INI file and command line (option names in
+// comments); train/ only reads it. `effective_ini` is the text written to
+// <run>/config.ini: every key with the value that was used.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ringtrain/data/dataset.hpp"
+#include "ringtrain/nn/mlp.hpp"
+#include "ringtrain/optim/lr_schedule.hpp"
+#include "ringtrain/optim/optimizer.hpp"
+
+namespace ringtrain {
+
+struct TrainConfig {
+  std::string run_dir = "runs/default";  // run.dir
+
+  std::string train_path, val_path, test_path;  // data.train data.val data.test
+  double val_fraction = 0.1;                    // data.val_fraction (0: no validation)
+  std::string x_name = "X", y_name = "y";       // data.x_name data.y_name
+
+  Task task = Task::kClassification;  // task
+  std::vector<int> hidden{256, 128};  // model.hidden
+  Activation activation = Activation::kRelu;
+  float dropout = 0.0f;
+
+  OptimSpec optim;                 // optim.name momentum nesterov weight_decay beta1 beta2 eps
+  double lr = 0.1;                 // optim.lr (at optim.ref_batch)
+  int64_t ref_batch = 256;         // optim.ref_batch
+  int64_t warmup_steps = 0;        // optim.warmup_steps
+  double warmup_epochs = 0;        // optim.warmup_epochs
+  Decay decay = Decay::kNone;      // optim.decay
+  double decay_every_epochs = 30;  // optim.decay_every_epochs
+  double decay_gamma = 0.1;        // optim.decay_gamma
+  double min_lr_factor = 0.0;      // optim.min_lr_factor
+
+  int batch_per_rank = 64;  // train.batch_per_rank
+  int64_t epochs = 10;      // train.epochs
+  uint64_t seed = 42;       // train.seed
+  bool shuffle = true;      // train.shuffle
+  int64_t max_steps = 0;    // train.max_steps (0: no limit; for tests and benchmarks)
+
+  int64_t eval_every_steps = 0;  // eval.every_steps (0: every epoch)
+  int eval_batch = 1024;         // eval.batch_size
+
+  std::string comm_algorithm = "ring";  // comm.algorithm
+  bool progress = true;                 // run.progress
+
+  std::string effective_ini;
+};
+
+}  // namespace ringtrain

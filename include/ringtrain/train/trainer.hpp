@@ -1,0 +1,80 @@
+// Trainer: the synchronous data-parallel training loop.
+//
+// Every rank holds a full replica of the model and its own shard of the
+// training data. One step: gather the local batch, forward, backward into the
+// flat gradient buffer (summed over the batch), append [loss sum, sample
+// count], all-reduce the whole buffer, divide by the global count, and let
+// the optimizer take one loop over the flat parameters. All buffers are
+// allocated in the constructor; the step loop never allocates.
+//
+// Evaluation: each rank evaluates its shard of the validation set, the sums
+// are all-reduced, and every rank derives the same metrics; rank 0 logs them.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ringtrain/comm/communicator.hpp"
+#include "ringtrain/data/dataset.hpp"
+#include "ringtrain/data/sampler.hpp"
+#include "ringtrain/nn/metrics.hpp"
+#include "ringtrain/nn/mlp.hpp"
+#include "ringtrain/optim/lr_schedule.hpp"
+#include "ringtrain/optim/optimizer.hpp"
+#include "ringtrain/train/config.hpp"
+#include "ringtrain/train/run_log.hpp"
+
+namespace ringtrain {
+
+struct TrainResult {
+  int64_t steps = 0;
+  int64_t examples_seen = 0;
+  std::map<std::string, double> last_eval;  // val_* metrics of the last evaluation
+  std::map<std::string, double> test;       // test_* metrics (when data.test is given)
+  double samples_per_s = 0;                 // over all training steps
+  double train_seconds = 0;                 // time in training steps
+  double comm_seconds = 0;                  // of which in the gradient all-reduce
+};
+
+class Trainer {
+ public:
+  // Collective: every rank must construct it. Loads this rank's data, builds
+  // the model and broadcasts rank 0's initial parameters. Bad input on any
+  // rank throws CollectiveError on every rank.
+  Trainer(TrainConfig cfg, Communicator& comm);
+  TrainResult run();
+
+  const Mlp& model() const { return *model_; }
+  const ShardSampler& sampler() const { return *sampler_; }
+  const LrSchedule& schedule() const { return schedule_; }
+
+ private:
+  void load_data();
+  void build_model();
+  void log_setup() const;
+  double train_step(int64_t step, int64_t step_in_epoch);
+  std::map<std::string, double> evaluate(const Dataset& data, const std::string& prefix);
+
+  TrainConfig cfg_;
+  Communicator& comm_;
+  RunLog log_;
+  int64_t outputs_ = 0;
+  int64_t dropped_rows_ = 0;
+  Dataset train_, val_, test_;
+  bool has_val_ = false, has_test_ = false;
+  std::unique_ptr<ShardSampler> sampler_;
+  std::unique_ptr<Mlp> model_;
+  std::unique_ptr<Optimizer> optimizer_;
+  LrSchedule schedule_;
+  int64_t total_steps_ = 0;
+  double comm_seconds_ = 0;
+
+  // Step buffers, allocated once.
+  std::vector<float> grads_;  // num_params gradients + [loss sum, sample count]
+  std::vector<float> batch_x_, batch_y_, dout_;
+  std::vector<int32_t> batch_labels_, predicted_;
+};
+
+}  // namespace ringtrain

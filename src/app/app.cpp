@@ -1,0 +1,113 @@
+// Subcommands `train` and `convert`, and the mapping of errors to exit codes:
+// 0 success, 2 bad input or usage, 3 runtime failure (util/error.hpp).
+#include "ringtrain/app/app.hpp"
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "ringtrain/app/options.hpp"
+#include "ringtrain/comm/mpi_communicator.hpp"
+#include "ringtrain/io/data_reader.hpp"
+#include "ringtrain/train/trainer.hpp"
+
+namespace ringtrain {
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: ringtrain <command> [options]\n"
+    "commands:\n"
+    "  train     train a model (ringtrain train --help lists every option)\n"
+    "  convert   convert IDX images (+ labels beside them) to an HDF5 data file:\n"
+    "            ringtrain convert IMAGES_IDX OUTPUT.h5\n";
+
+void print_error(const std::string& message) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "ringtrain: error: %s\n", message.c_str());
+  std::fflush(stderr);
+}
+
+int run_train(int argc, char** argv, const std::vector<std::string>& args) {
+  MpiEnvironment mpi(&argc, &argv);
+  std::unique_ptr<Communicator> comm;
+  try {
+    comm = make_mpi_communicator("mpi");  // for agreeing on option errors
+  } catch (const Error& e) {
+    print_error(e.what());
+    return e.exit_code();
+  }
+  try {
+    ParsedTrainArgs parsed;
+    run_collectively(*comm, [&] { parsed = parse_train_args(args); });
+    if (parsed.help) {
+      if (comm->rank() == 0) std::printf("%s", parsed.help_text.c_str());
+      return kExitSuccess;
+    }
+    std::unique_ptr<Communicator> training_comm;
+    run_collectively(*comm, [&] { training_comm = make_mpi_communicator(parsed.config.comm_algorithm); });
+    comm = std::move(training_comm);
+    Trainer trainer(parsed.config, *comm);
+    trainer.run();
+    comm->barrier();
+    return kExitSuccess;
+  } catch (const CollectiveError& e) {
+    // Every rank knows; say it once.
+    if (comm->rank() == 0) print_error(e.what());
+    return e.exit_code();
+  } catch (const Error& e) {
+    // Only this rank failed: the others may be waiting in a collective, so
+    // end the whole job (never a hang) with this rank's message.
+    print_error(comm->size() > 1 ? str_cat("rank ", comm->rank(), ": ", e.what()) : e.what());
+    comm->abort(e.exit_code());
+  } catch (const std::exception& e) {
+    print_error(str_cat("rank ", comm->rank(), ": ", e.what()));
+    comm->abort(kExitRuntime);
+  }
+  return kExitRuntime;  // not reached: abort() does not return
+}
+
+int run_convert(const std::vector<std::string>& args) {
+  if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
+    std::printf("usage: ringtrain convert IMAGES_IDX OUTPUT.h5\n"
+                "Writes X float32 [N, D] (pixels / 255) and y int32 [N] from an IDX images file and\n"
+                "the labels file beside it (gzip or plain).\n");
+    return kExitSuccess;
+  }
+  if (args.size() != 2) throw UsageError("convert: expected IMAGES_IDX OUTPUT.h5");
+  const int64_t rows = convert_idx_to_hdf5(args[0], args[1]);
+  std::printf("wrote %lld rows to %s\n", (long long)rows, args[1].c_str());
+  return kExitSuccess;
+}
+
+}  // namespace
+
+int run_app(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "%s", kUsage);
+    return kExitUsage;
+  }
+  const std::string command = argv[1];
+  const std::vector<std::string> args(argv + 2, argv + argc);
+  try {
+    if (command == "train") return run_train(argc, argv, args);
+    if (command == "convert") return run_convert(args);
+    if (command == "--help" || command == "-h" || command == "help") {
+      std::printf("%s", kUsage);
+      return kExitSuccess;
+    }
+    if (command == "--version") {
+      std::printf("ringtrain %s\n", RINGTRAIN_VERSION);
+      return kExitSuccess;
+    }
+    throw UsageError(str_cat("unknown command '", command, "'\n", kUsage));
+  } catch (const Error& e) {
+    print_error(e.what());
+    return e.exit_code();
+  } catch (const std::exception& e) {
+    print_error(e.what());
+    return kExitRuntime;
+  }
+}
+
+}  // namespace ringtrain

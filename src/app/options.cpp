@@ -1,0 +1,218 @@
+// Option table and parsing for `ringtrain train` (see options.hpp).
+#include "ringtrain/app/options.hpp"
+
+#include <boost/program_options.hpp>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "ringtrain/util/error.hpp"
+
+namespace ringtrain {
+
+namespace po = boost::program_options;
+
+namespace {
+
+struct OptionDef {
+  const char* key;
+  const char* default_value;
+  const char* help;
+};
+
+// The one list of training options. Keep DESIGN.md's spellings.
+const OptionDef kOptions[] = {
+    {"task", "classification", "classification | regression"},
+    {"run.dir", "runs/default", "run directory (created if missing)"},
+    {"run.progress", "true", "live progress bar when stdout is a terminal"},
+    {"data.train", "", "training data: HDF5 file, or IDX images file with its labels file beside it"},
+    {"data.val", "", "validation data file (same formats); empty: hold out data.val_fraction"},
+    {"data.test", "", "test data file, evaluated once after training"},
+    {"data.val_fraction", "0.1", "share of the training rows held out for validation when data.val "
+                                 "is empty (seeded); 0: no validation"},
+    {"data.x_name", "X", "HDF5 dataset of the features, float [N, D]"},
+    {"data.y_name", "y", "HDF5 dataset of the labels int [N] or targets float [N, K]"},
+    {"model.hidden", "256,128", "hidden layer sizes, comma-separated (empty: linear model)"},
+    {"model.activation", "relu", "relu | tanh"},
+    {"model.dropout", "0", "dropout probability of hidden layers, in [0, 1)"},
+    {"optim.name", "sgd", "sgd | adamw"},
+    {"optim.lr", "0.1", "base learning rate at the reference batch optim.ref_batch"},
+    {"optim.ref_batch", "256", "reference batch: lr = optim.lr * global_batch / ref_batch"},
+    {"optim.momentum", "0.9", "SGD momentum"},
+    {"optim.nesterov", "false", "SGD Nesterov momentum"},
+    {"optim.weight_decay", "0", "SGD: L2 added to the gradient; AdamW: decoupled decay"},
+    {"optim.beta1", "0.9", "AdamW beta1"},
+    {"optim.beta2", "0.999", "AdamW beta2"},
+    {"optim.eps", "1e-8", "AdamW epsilon"},
+    {"optim.warmup_steps", "0", "linear warm-up from optim.lr to the scaled lr, in steps"},
+    {"optim.warmup_epochs", "0", "the same warm-up in epochs (give one of the two)"},
+    {"optim.decay", "none", "none | step | cosine, after the warm-up"},
+    {"optim.decay_every_epochs", "30", "step decay: multiply by optim.decay_gamma this often"},
+    {"optim.decay_gamma", "0.1", "step decay factor"},
+    {"optim.min_lr_factor", "0", "cosine decay floor as a fraction of the scaled lr"},
+    {"train.batch_per_rank", "64", "batch per rank; global batch = batch_per_rank * ranks"},
+    {"train.epochs", "10", "passes over the training data"},
+    {"train.max_steps", "0", "stop after this many steps (0: no limit)"},
+    {"train.seed", "42", "seed of initialisation, shuffling, dropout and the validation split"},
+    {"train.shuffle", "true", "reshuffle each rank's rows every epoch"},
+    {"eval.every_steps", "0", "evaluate every N steps (0: after every epoch)"},
+    {"eval.batch_size", "1024", "rows per forward pass during evaluation"},
+    {"comm.algorithm", "ring", "gradient all-reduce: ring (ringtrain's) | mpi (MPI_Allreduce)"},
+};
+
+using Values = std::map<std::string, std::string>;
+
+[[noreturn]] void bad_value(const std::string& key, const std::string& v, const char* expected) {
+  throw UsageError(str_cat(key, ": expected ", expected, ", got '", v, "'"));
+}
+
+int64_t to_int(const Values& vals, const std::string& key, int64_t min = INT64_MIN) {
+  const std::string& v = vals.at(key);
+  errno = 0;
+  char* end = nullptr;
+  const long long x = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || errno == ERANGE) bad_value(key, v, "an integer");
+  if (x < min) throw UsageError(str_cat(key, ": must be >= ", min, ", got ", x));
+  return x;
+}
+
+double to_double(const Values& vals, const std::string& key) {
+  const std::string& v = vals.at(key);
+  char* end = nullptr;
+  const double x = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || !std::isfinite(x)) bad_value(key, v, "a finite number");
+  return x;
+}
+
+bool to_bool(const Values& vals, const std::string& key) {
+  const std::string& v = vals.at(key);
+  if (v == "true" || v == "1" || v == "yes" || v == "on") return true;
+  if (v == "false" || v == "0" || v == "no" || v == "off") return false;
+  bad_value(key, v, "true or false");
+}
+
+std::vector<int> to_int_list(const Values& vals, const std::string& key) {
+  std::vector<int> out;
+  std::stringstream ss(vals.at(key));
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    char* end = nullptr;
+    const long x = std::strtol(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || x <= 0 || x > (1 << 24))
+      bad_value(key, vals.at(key), "a comma-separated list of positive layer sizes");
+    out.push_back(int(x));
+  }
+  return out;
+}
+
+TrainConfig to_config(const Values& v) {
+  TrainConfig c;
+  c.task = parse_task(v.at("task"));
+  c.run_dir = v.at("run.dir");
+  if (c.run_dir.empty()) throw UsageError("run.dir: must not be empty");
+  c.progress = to_bool(v, "run.progress");
+  c.train_path = v.at("data.train");
+  c.val_path = v.at("data.val");
+  c.test_path = v.at("data.test");
+  c.val_fraction = to_double(v, "data.val_fraction");
+  if (c.val_fraction < 0 || c.val_fraction >= 1)
+    throw UsageError(str_cat("data.val_fraction: expected a value in [0, 1), got ", c.val_fraction));
+  c.x_name = v.at("data.x_name");
+  c.y_name = v.at("data.y_name");
+  c.hidden = to_int_list(v, "model.hidden");
+  c.activation = parse_activation(v.at("model.activation"));
+  c.dropout = float(to_double(v, "model.dropout"));
+  c.optim.name = v.at("optim.name");
+  c.lr = to_double(v, "optim.lr");
+  c.ref_batch = to_int(v, "optim.ref_batch", 1);
+  c.optim.momentum = to_double(v, "optim.momentum");
+  c.optim.nesterov = to_bool(v, "optim.nesterov");
+  c.optim.weight_decay = to_double(v, "optim.weight_decay");
+  c.optim.beta1 = to_double(v, "optim.beta1");
+  c.optim.beta2 = to_double(v, "optim.beta2");
+  c.optim.eps = to_double(v, "optim.eps");
+  if (c.optim.beta1 < 0 || c.optim.beta1 >= 1 || c.optim.beta2 < 0 || c.optim.beta2 >= 1)
+    throw UsageError("optim.beta1, optim.beta2: expected values in [0, 1)");
+  if (c.optim.eps <= 0) throw UsageError("optim.eps: must be positive");
+  c.warmup_steps = to_int(v, "optim.warmup_steps", 0);
+  c.warmup_epochs = to_double(v, "optim.warmup_epochs");
+  c.decay = parse_decay(v.at("optim.decay"));
+  c.decay_every_epochs = to_double(v, "optim.decay_every_epochs");
+  if (c.decay_every_epochs <= 0) throw UsageError("optim.decay_every_epochs: must be positive");
+  c.decay_gamma = to_double(v, "optim.decay_gamma");
+  c.min_lr_factor = to_double(v, "optim.min_lr_factor");
+  c.batch_per_rank = int(to_int(v, "train.batch_per_rank", 1));
+  c.epochs = to_int(v, "train.epochs", 1);
+  c.max_steps = to_int(v, "train.max_steps", 0);
+  c.seed = uint64_t(to_int(v, "train.seed", 0));
+  c.shuffle = to_bool(v, "train.shuffle");
+  c.eval_every_steps = to_int(v, "eval.every_steps", 0);
+  c.eval_batch = int(to_int(v, "eval.batch_size", 1));
+  c.comm_algorithm = v.at("comm.algorithm");
+  if (c.comm_algorithm != "ring" && c.comm_algorithm != "mpi")
+    bad_value("comm.algorithm", c.comm_algorithm, "ring or mpi");
+  return c;
+}
+
+// Effective INI: top-level keys first, then one [section] per prefix, in
+// table order.
+std::string effective_ini(const Values& v) {
+  std::ostringstream os;
+  os << "# ringtrain effective configuration: every key, as used\n";
+  std::string section;
+  for (const auto& def : kOptions) {
+    const std::string key = def.key;
+    const auto dot = key.find('.');
+    const std::string sec = dot == std::string::npos ? "" : key.substr(0, dot);
+    if (sec != section) os << "\n[" << sec << "]\n";
+    section = sec;
+    os << key.substr(dot == std::string::npos ? 0 : dot + 1) << " = " << v.at(key) << "\n";
+  }
+  return os.str();
+}
+
+}  // namespace
+
+ParsedTrainArgs parse_train_args(const std::vector<std::string>& args) {
+  po::options_description general("General");
+  general.add_options()("help,h", "show this help")(
+      "config", po::value<std::string>(), "INI file with any of the options below");
+  po::options_description train("Training options (INI: [section] key = value; command line: "
+                                "--section.key=value)");
+  for (const auto& def : kOptions)
+    train.add_options()(def.key, po::value<std::string>()->default_value(def.default_value), def.help);
+  po::options_description all;
+  all.add(general).add(train);
+
+  ParsedTrainArgs out;
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(all).run(), vm);
+    if (vm.count("help")) {
+      std::ostringstream os;
+      os << "usage: ringtrain train [--config FILE] [--section.key=value ...]\n\n" << all;
+      out.help = true;
+      out.help_text = os.str();
+      return out;
+    }
+    if (vm.count("config")) {
+      const std::string path = vm["config"].as<std::string>();
+      std::ifstream in(path);
+      if (!in) throw UsageError(str_cat("--config: cannot read '", path, "'"));
+      po::store(po::parse_config_file(in, train, /*allow_unregistered=*/false), vm);
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw UsageError(str_cat(vm.count("config") ? "options/config: " : "options: ", e.what()));
+  }
+  Values vals;
+  for (const auto& def : kOptions) vals[def.key] = vm[def.key].as<std::string>();
+  out.config = to_config(vals);
+  out.config.effective_ini = effective_ini(vals);
+  return out;
+}
+
+}  // namespace ringtrain

@@ -1,0 +1,102 @@
+// MpiEnvironment and MpiCommunicator (see mpi_communicator.hpp).
+#include "ringtrain/comm/mpi_communicator.hpp"
+
+#include <mpi.h>
+
+#include <cstdio>
+#include <limits>
+
+#include "ringtrain/comm/ring_allreduce.hpp"
+
+namespace ringtrain {
+
+MpiEnvironment::MpiEnvironment(int* argc, char*** argv) {
+  check_mpi(MPI_Init(argc, argv), "MPI_Init");
+  // Errors come back as return codes (checked everywhere) rather than
+  // aborting inside the library without a message.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+}
+
+MpiEnvironment::~MpiEnvironment() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+int MpiEnvironment::world_rank() {
+  int initialized = 0, finalized = 0, rank = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+}
+
+namespace {
+
+class MpiCommunicator final : public Communicator {
+ public:
+  explicit MpiCommunicator(bool use_ring) : use_ring_(use_ring) {
+    check_mpi(MPI_Comm_dup(MPI_COMM_WORLD, &comm_), "MPI_Comm_dup");
+    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+    check_mpi(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
+    check_mpi(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+    ring_ = std::make_unique<RingAllreduce>(comm_);
+  }
+  ~MpiCommunicator() override {
+    ring_.reset();
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Comm_free(&comm_);
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string algorithm() const override { return use_ring_ ? "ring" : "mpi"; }
+  void reserve(std::size_t n) override { ring_->reserve(n); }
+
+  void allreduce_sum(float* data, std::size_t n) override {
+    if (use_ring_) return ring_->run(data, n);
+    check_count(n);
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_FLOAT, MPI_SUM, comm_),
+              "MPI_Allreduce");
+  }
+  void allreduce_sum(double* data, std::size_t n) override {
+    check_count(n);
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_DOUBLE, MPI_SUM, comm_),
+              "MPI_Allreduce");
+  }
+  int allreduce_min(int value) override {
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
+    return value;
+  }
+  void broadcast(void* data, std::size_t bytes, int root) override {
+    check_count(bytes);
+    check_mpi(MPI_Bcast(data, static_cast<int>(bytes), MPI_BYTE, root, comm_), "MPI_Bcast");
+  }
+  void barrier() override { check_mpi(MPI_Barrier(comm_), "MPI_Barrier"); }
+  [[noreturn]] void abort(int exit_code) override {
+    std::fflush(nullptr);
+    MPI_Abort(MPI_COMM_WORLD, exit_code);
+    std::_Exit(exit_code);
+  }
+
+ private:
+  static void check_count(std::size_t n) {
+    RT_CHECK(n <= std::size_t(std::numeric_limits<int>::max()), "message of ", n,
+             " elements exceeds MPI's int count");
+  }
+  bool use_ring_;
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0, size_ = 1;
+  std::unique_ptr<RingAllreduce> ring_;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_mpi_communicator(const std::string& algorithm) {
+  if (algorithm != "ring" && algorithm != "mpi")
+    throw UsageError(str_cat("comm.algorithm: expected ring or mpi, got '", algorithm, "'"));
+  return std::make_unique<MpiCommunicator>(algorithm == "ring");
+}
+
+}  // namespace ringtrain

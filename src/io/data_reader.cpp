@@ -1,0 +1,182 @@
+// HDF5 and IDX data readers (see data_reader.hpp).
+#include "ringtrain/io/data_reader.hpp"
+
+#include <algorithm>
+#include <numeric>
+
+#include "ringtrain/io/atomic_file.hpp"
+#include "ringtrain/io/hdf5.hpp"
+#include "ringtrain/io/idx.hpp"
+#include "ringtrain/util/error.hpp"
+
+namespace ringtrain {
+
+namespace {
+
+bool is_hdf5(const std::string& path) {
+  h5_quiet();
+  return !looks_like_idx(path) && H5Fis_hdf5(path.c_str()) > 0;
+}
+
+// ---- IDX -------------------------------------------------------------------
+
+SourceInfo probe_idx(const DataSource& src) {
+  if (src.task != Task::kClassification)
+    throw UsageError(str_cat(src.path, ": IDX files hold class labels; task=regression needs HDF5"));
+  const IdxHeader images = read_idx_header(src.path);
+  const std::string labels_path = idx_labels_path(src.path);
+  std::vector<int64_t> all(images.rows());
+  std::iota(all.begin(), all.end(), int64_t{0});
+  IdxHeader lh;
+  const std::vector<uint8_t> labels = read_idx_rows(labels_path, all, &lh);
+  if (lh.dims.size() != 1 || lh.rows() != images.rows())
+    throw UsageError(str_cat(labels_path, ": holds ", lh.rows(), " labels for ", images.rows(),
+                             " images in ", src.path));
+  return {images.rows(), images.row_size(), *std::max_element(labels.begin(), labels.end()) + 1};
+}
+
+Dataset read_idx(const DataSource& src, const std::vector<int64_t>& rows, Dataset d) {
+  const std::vector<uint8_t> pixels = read_idx_rows(src.path, rows);
+  const std::vector<uint8_t> labels = read_idx_rows(idx_labels_path(src.path), rows);
+  d.x.resize(pixels.size());
+  for (std::size_t i = 0; i < pixels.size(); ++i) d.x[i] = pixels[i] * (1.0f / 255.0f);
+  d.labels.assign(labels.begin(), labels.end());
+  return d;
+}
+
+// ---- HDF5 ------------------------------------------------------------------
+
+std::vector<hsize_t> checked_shape(hid_t ds, const DataSource& src, const std::string& name,
+                                   std::size_t min_rank, std::size_t max_rank) {
+  const auto shape = h5_dataset_shape(ds);
+  if (shape.size() < min_rank || shape.size() > max_rank)
+    throw UsageError(str_cat(src.path, ": dataset '", name, "' has ", shape.size(),
+                             " dimensions, expected ", min_rank == max_rank ? "" : "1 or ", max_rank));
+  return shape;
+}
+
+SourceInfo probe_hdf5(const DataSource& src) {
+  H5Handle file = h5_open_read(src.path);
+  H5Handle x = h5_open_dataset(file, src.x_name, src.path);
+  H5Handle y = h5_open_dataset(file, src.y_name, src.path);
+  const auto xs = checked_shape(x, src, src.x_name, 2, 2);
+  const auto ys = checked_shape(y, src, src.y_name, 1, 2);
+  SourceInfo info{int64_t(xs[0]), int64_t(xs[1]), 0};
+  if (info.rows == 0 || info.features == 0)
+    throw UsageError(str_cat(src.path, ": dataset '", src.x_name, "' is empty"));
+  if (int64_t(ys[0]) != info.rows)
+    throw UsageError(str_cat(src.path, ": '", src.y_name, "' has ", ys[0], " rows but '",
+                             src.x_name, "' has ", info.rows));
+  if (src.task == Task::kClassification) {
+    if (ys.size() != 1 || !h5_is_integer(y))
+      throw UsageError(str_cat(src.path, ": classification needs integer labels '", src.y_name,
+                               "' of shape [N]"));
+    std::vector<int32_t> labels(info.rows);
+    h5_check(H5Dread(y, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels.data()),
+             str_cat(src.path, ": reading '", src.y_name, "'"));
+    const auto [lo, hi] = std::minmax_element(labels.begin(), labels.end());
+    if (*lo < 0)
+      throw UsageError(str_cat(src.path, ": label ", *lo, " out of range (labels must be >= 0) in row ",
+                               lo - labels.begin()));
+    info.outputs = int64_t(*hi) + 1;
+  } else {
+    info.outputs = ys.size() == 2 ? int64_t(ys[1]) : 1;
+  }
+  return info;
+}
+
+// Reads `rows` of a 1-D or 2-D dataset into out (row-major, row_size per row).
+template <typename T>
+void read_hdf5_rows(hid_t ds, hid_t mem_type, const std::vector<int64_t>& rows, int64_t row_size,
+                    T* out, const std::string& context) {
+  const auto shape = h5_dataset_shape(ds);
+  H5Handle fspace = h5_check(H5Dget_space(ds), H5Sclose, "H5Dget_space");
+  const std::size_t rank = shape.size();
+  auto read = [&](hsize_t start, hsize_t stride, hsize_t count, T* dst) {
+    hsize_t off[2] = {start, 0}, str[2] = {stride, 1}, cnt[2] = {count, rank == 2 ? shape[1] : 1};
+    h5_check(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, off, str, cnt, nullptr), context);
+    H5Handle mspace = h5_check(H5Screate_simple(int(rank), cnt, nullptr), H5Sclose, context);
+    h5_check(H5Dread(ds, mem_type, mspace, fspace, H5P_DEFAULT, dst),
+             context + " (checksum error or corrupt file?)");
+  };
+  if (rows.empty()) return;
+  const int64_t stride = rows.size() > 1 ? rows[1] - rows[0] : 1;
+  bool strided = stride > 0;
+  for (std::size_t i = 1; i < rows.size() && strided; ++i) strided = rows[i] - rows[i - 1] == stride;
+  if (strided) return read(hsize_t(rows[0]), hsize_t(stride), rows.size(), out);
+  // Irregular list (a validation split): read contiguous runs.
+  for (std::size_t i = 0; i < rows.size();) {
+    std::size_t j = i + 1;
+    while (j < rows.size() && rows[j] == rows[j - 1] + 1) ++j;
+    read(hsize_t(rows[i]), 1, j - i, out + i * std::size_t(row_size));
+    i = j;
+  }
+}
+
+Dataset read_hdf5(const DataSource& src, const SourceInfo& info, const std::vector<int64_t>& rows,
+                  Dataset d) {
+  H5Handle file = h5_open_read(src.path);
+  H5Handle x = h5_open_dataset(file, src.x_name, src.path);
+  H5Handle y = h5_open_dataset(file, src.y_name, src.path);
+  d.x.resize(rows.size() * std::size_t(info.features));
+  read_hdf5_rows(x, H5T_NATIVE_FLOAT, rows, info.features, d.x.data(),
+                 str_cat(src.path, ": reading rows of '", src.x_name, "'"));
+  const std::string ctx = str_cat(src.path, ": reading rows of '", src.y_name, "'");
+  if (src.task == Task::kClassification) {
+    d.labels.resize(rows.size());
+    read_hdf5_rows(y, H5T_NATIVE_INT32, rows, 1, d.labels.data(), ctx);
+  } else {
+    d.y.resize(rows.size() * std::size_t(info.outputs));
+    read_hdf5_rows(y, H5T_NATIVE_FLOAT, rows, info.outputs, d.y.data(), ctx);
+  }
+  return d;
+}
+
+}  // namespace
+
+SourceInfo probe_source(const DataSource& src) {
+  return is_hdf5(src.path) ? probe_hdf5(src) : probe_idx(src);
+}
+
+Dataset read_source_rows(const DataSource& src, const SourceInfo& info,
+                         const std::vector<int64_t>& rows, int64_t outputs) {
+  Dataset d;
+  d.task = src.task;
+  d.rows = int64_t(rows.size());
+  d.features = info.features;
+  d.outputs = outputs;
+  d.source = src.path;
+  d.global_rows = rows;
+  d = is_hdf5(src.path) ? read_hdf5(src, info, rows, std::move(d)) : read_idx(src, rows, std::move(d));
+  validate_dataset(d);
+  return d;
+}
+
+void write_hdf5_dataset(const std::string& path, const Dataset& d) {
+  h5_quiet();
+  AtomicFile out(path);
+  {
+    H5Handle file = h5_check(H5Fcreate(out.tmp_path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
+                             H5Fclose, str_cat(out.tmp_path(), ": cannot create file"));
+    h5_write_floats(file, "X", {hsize_t(d.rows), hsize_t(d.features)}, d.x.data());
+    if (d.task == Task::kClassification)
+      h5_write_ints(file, "y", {hsize_t(d.rows)}, d.labels.data());
+    else
+      h5_write_floats(file, "y", {hsize_t(d.rows), hsize_t(d.outputs)}, d.y.data());
+    h5_write_string_attr(file, "source", d.source);
+    h5_check(H5Fflush(file, H5F_SCOPE_GLOBAL), "H5Fflush");
+  }
+  out.commit();
+}
+
+int64_t convert_idx_to_hdf5(const std::string& images_path, const std::string& out_path) {
+  DataSource src{images_path};
+  const SourceInfo info = probe_idx(src);
+  std::vector<int64_t> all(info.rows);
+  std::iota(all.begin(), all.end(), int64_t{0});
+  const Dataset d = read_source_rows(src, info, all, info.outputs);
+  write_hdf5_dataset(out_path, d);
+  return d.rows;
+}
+
+}  // namespace ringtrain

@@ -1,0 +1,104 @@
+// Checked HDF5 helpers (see hdf5.hpp).
+#include "ringtrain/io/hdf5.hpp"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <mutex>
+
+#include "ringtrain/util/error.hpp"
+
+namespace ringtrain {
+
+void h5_quiet() {
+  static std::once_flag once;
+  std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
+}
+
+H5Handle h5_check(hid_t id, H5Handle::Closer closer, const std::string& context) {
+  if (id < 0) throw UsageError(context);
+  return H5Handle(id, closer);
+}
+
+void h5_check(herr_t status, const std::string& context) {
+  if (status < 0) throw RuntimeError(str_cat("HDF5 error: ", context));
+}
+
+H5Handle h5_open_read(const std::string& path) {
+  h5_quiet();
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw UsageError(str_cat(path, ": no such file"));
+  if (H5Fis_hdf5(path.c_str()) <= 0) throw UsageError(str_cat(path, ": not an HDF5 file (or truncated)"));
+  return h5_check(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose,
+                  str_cat(path, ": cannot open HDF5 file (truncated or corrupt?)"));
+}
+
+bool h5_exists(hid_t loc, const std::string& name) {
+  return H5Lexists(loc, name.c_str(), H5P_DEFAULT) > 0;
+}
+
+H5Handle h5_open_dataset(hid_t file, const std::string& name, const std::string& path) {
+  if (!h5_exists(file, name)) throw UsageError(str_cat(path, ": no dataset named '", name, "'"));
+  return h5_check(H5Dopen2(file, name.c_str(), H5P_DEFAULT), H5Dclose,
+                  str_cat(path, ": cannot open dataset '", name, "'"));
+}
+
+std::vector<hsize_t> h5_dataset_shape(hid_t dataset) {
+  H5Handle space = h5_check(H5Dget_space(dataset), H5Sclose, "H5Dget_space");
+  const int rank = H5Sget_simple_extent_ndims(space);
+  h5_check(rank, "H5Sget_simple_extent_ndims");
+  std::vector<hsize_t> dims(rank);
+  if (rank) h5_check(H5Sget_simple_extent_dims(space, dims.data(), nullptr), "H5Sget_simple_extent_dims");
+  return dims;
+}
+
+bool h5_is_integer(hid_t dataset) {
+  H5Handle type = h5_check(H5Dget_type(dataset), H5Tclose, "H5Dget_type");
+  return H5Tget_class(type) == H5T_INTEGER;
+}
+
+namespace {
+void write_dataset(hid_t loc, const std::string& name, const std::vector<hsize_t>& shape,
+                   hid_t file_type, hid_t mem_type, const void* data) {
+  H5Handle space = h5_check(H5Screate_simple(int(shape.size()), shape.data(), nullptr), H5Sclose,
+                            "H5Screate_simple for " + name);
+  H5Handle dcpl = h5_check(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, "H5Pcreate");
+  hsize_t total = 1;
+  for (hsize_t d : shape) total *= d;
+  if (total > 0) {
+    // Chunks of about 1 MiB along the first axis; Fletcher32 detects flipped bytes.
+    std::vector<hsize_t> chunk = shape;
+    hsize_t row = 1;
+    for (std::size_t i = 1; i < shape.size(); ++i) row *= std::max<hsize_t>(shape[i], 1);
+    chunk[0] = std::max<hsize_t>(1, std::min<hsize_t>(shape[0], (1u << 18) / row));
+    h5_check(H5Pset_chunk(dcpl, int(chunk.size()), chunk.data()), "H5Pset_chunk for " + name);
+    h5_check(H5Pset_fletcher32(dcpl), "H5Pset_fletcher32 for " + name);
+  }
+  H5Handle ds = h5_check(H5Dcreate2(loc, name.c_str(), file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT),
+                         H5Dclose, "cannot create dataset " + name);
+  if (total > 0) h5_check(H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "writing " + name);
+}
+}  // namespace
+
+void h5_write_floats(hid_t loc, const std::string& name, const std::vector<hsize_t>& shape,
+                     const float* data) {
+  write_dataset(loc, name, shape, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, data);
+}
+
+void h5_write_ints(hid_t loc, const std::string& name, const std::vector<hsize_t>& shape,
+                   const int32_t* data) {
+  write_dataset(loc, name, shape, H5T_STD_I32LE, H5T_NATIVE_INT32, data);
+}
+
+void h5_write_string_attr(hid_t loc, const std::string& name, const std::string& value) {
+  H5Handle type = h5_check(H5Tcopy(H5T_C_S1), H5Tclose, "H5Tcopy");
+  h5_check(H5Tset_size(type, std::max<std::size_t>(1, value.size())), "H5Tset_size");
+  h5_check(H5Tset_cset(type, H5T_CSET_UTF8), "H5Tset_cset");
+  H5Handle space = h5_check(H5Screate(H5S_SCALAR), H5Sclose, "H5Screate");
+  H5Handle attr = h5_check(H5Acreate2(loc, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT),
+                           H5Aclose, "cannot create attribute " + name);
+  const std::string padded = value.empty() ? std::string(1, '\0') : value;
+  h5_check(H5Awrite(attr, type, padded.data()), "writing attribute " + name);
+}
+
+}  // namespace ringtrain

@@ -1,0 +1,141 @@
+// Mlp forward/backward over preallocated workspaces (see mlp.hpp).
+#include "ringtrain/nn/mlp.hpp"
+
+#include <cmath>
+
+#include "ringtrain/util/error.hpp"
+#include "ringtrain/util/philox.hpp"
+
+namespace ringtrain {
+
+Activation parse_activation(const std::string& name) {
+  if (name == "relu") return Activation::kRelu;
+  if (name == "tanh") return Activation::kTanh;
+  throw UsageError(str_cat("model.activation: expected relu or tanh, got '", name, "'"));
+}
+
+const char* activation_name(Activation a) { return a == Activation::kRelu ? "relu" : "tanh"; }
+
+std::string MlpSpec::architecture() const {
+  std::string s;
+  for (std::size_t i = 0; i < sizes.size(); ++i) s += (i ? "-" : "") + std::to_string(sizes[i]);
+  return s;
+}
+
+Mlp::Mlp(MlpSpec spec, int max_batch) : spec_(std::move(spec)), max_batch_(max_batch) {
+  if (spec_.sizes.size() < 2) throw UsageError("model: need at least an input and an output size");
+  for (int s : spec_.sizes)
+    if (s <= 0) throw UsageError(str_cat("model: layer sizes must be positive, got ", spec_.architecture()));
+  if (!(spec_.dropout >= 0.0f && spec_.dropout < 1.0f))
+    throw UsageError(str_cat("model.dropout: expected a value in [0, 1), got ", spec_.dropout));
+  if (max_batch_ <= 0) throw UsageError(str_cat("batch size must be positive, got ", max_batch_));
+
+  const int n = num_layers();
+  layers_.resize(n);
+  // Reverse order: the output layer's tensors come first in the flat buffer.
+  for (int l = n - 1; l >= 0; --l) {
+    Layer& L = layers_[l];
+    L.in = spec_.sizes[l];
+    L.out = spec_.sizes[l + 1];
+    const std::string name = "dense_" + std::to_string(l);
+    L.kernel = layout_.add(name + "/kernel", {std::size_t(L.in), std::size_t(L.out)});
+    L.bias = layout_.add(name + "/bias", {std::size_t(L.out)});
+  }
+  // Allocate and touch every buffer once, here, never in the step loop.
+  params_.assign(layout_.total(), 0.0f);
+  for (int l = 0; l < n; ++l) {
+    Layer& L = layers_[l];
+    const std::size_t sz = std::size_t(max_batch_) * L.out;
+    L.z.assign(sz, 0.0f);
+    L.dz.assign(sz, 0.0f);
+    if (l + 1 < n) {
+      L.h.assign(sz, 0.0f);
+      if (spec_.dropout > 0.0f) {
+        L.scale.assign(sz, 0.0f);
+        L.a.assign(sz, 0.0f);
+      }
+    }
+  }
+}
+
+void Mlp::init(uint64_t seed) {
+  for (int l = 0; l < num_layers(); ++l) {
+    Layer& L = layers_[l];
+    const bool relu = spec_.activation == Activation::kRelu;
+    const float limit = relu ? std::sqrt(6.0f / L.in) : std::sqrt(6.0f / (L.in + L.out));
+    const Philox rng(mix_key(seed, 0x1A17u, static_cast<uint64_t>(l)));
+    const std::size_t count = std::size_t(L.in) * L.out;
+    for (std::size_t i = 0; i < count; ++i)
+      params_[L.kernel + i] = (2.0f * rng.uniform(i) - 1.0f) * limit;
+    std::fill_n(params_.begin() + L.bias, L.out, 0.0f);
+  }
+}
+
+const float* Mlp::layer_input(int l) const {
+  if (l == 0) return input_;
+  const Layer& P = layers_[l - 1];
+  return dropout_active_ ? P.a.data() : P.h.data();
+}
+
+ConstMatMap Mlp::forward(const float* x, int batch, bool training, uint64_t dropout_key) {
+  RT_CHECK(batch > 0 && batch <= max_batch_, "batch ", batch, " outside (0, ", max_batch_, "]");
+  input_ = x;
+  batch_ = batch;
+  dropout_active_ = training && spec_.dropout > 0.0f;
+  const float keep = 1.0f - spec_.dropout;
+  const int n = num_layers();
+  for (int l = 0; l < n; ++l) {
+    Layer& L = layers_[l];
+    ConstMatMap in(layer_input(l), batch, L.in);
+    ConstMatMap w(params_.data() + L.kernel, L.in, L.out);
+    ConstRowVecMap b(params_.data() + L.bias, L.out);
+    MatMap z(L.z.data(), batch, L.out);
+    z.noalias() = in * w;  // (batch, out)
+    z.rowwise() += b;
+    if (l + 1 == n) break;
+    MatMap h(L.h.data(), batch, L.out);
+    if (spec_.activation == Activation::kRelu)
+      h = z.cwiseMax(0.0f);
+    else
+      h = z.array().tanh().matrix();
+    if (dropout_active_) {
+      // Inverted dropout: kept units are scaled by 1/keep so evaluation
+      // needs no rescaling. The mask is a pure function of (key, layer, i).
+      const Philox rng(dropout_key, static_cast<uint64_t>(l));
+      const std::size_t count = std::size_t(batch) * L.out;
+      for (std::size_t i = 0; i < count; ++i) {
+        L.scale[i] = rng.uniform(i) < keep ? 1.0f / keep : 0.0f;
+        L.a[i] = L.h[i] * L.scale[i];
+      }
+    }
+  }
+  return ConstMatMap(layers_[n - 1].z.data(), batch, layers_[n - 1].out);
+}
+
+void Mlp::backward(const float* dout, float* grads) {
+  const int n = num_layers();
+  const int batch = batch_;
+  ConstMatMap dz_last(dout, batch, layers_[n - 1].out);
+  for (int l = n - 1; l >= 0; --l) {
+    Layer& L = layers_[l];
+    ConstMatMap dz = (l == n - 1) ? dz_last : ConstMatMap(L.dz.data(), batch, L.out);
+    ConstMatMap in(layer_input(l), batch, L.in);
+    MatMap dw(grads + L.kernel, L.in, L.out);
+    RowVecMap db(grads + L.bias, L.out);
+    dw.noalias() = in.transpose() * dz;  // (in, out)
+    db = dz.colwise().sum();
+    if (l == 0) break;  // no gradient w.r.t. the data
+    Layer& P = layers_[l - 1];
+    ConstMatMap w(params_.data() + L.kernel, L.in, L.out);
+    MatMap dprev(P.dz.data(), batch, P.out);
+    dprev.noalias() = dz * w.transpose();  // (batch, in): dL/d(input of layer l)
+    if (dropout_active_) dprev = dprev.cwiseProduct(ConstMatMap(P.scale.data(), batch, P.out));
+    ConstMatMap h(P.h.data(), batch, P.out);
+    if (spec_.activation == Activation::kRelu)
+      dprev = (h.array() > 0.0f).select(dprev, 0.0f);
+    else
+      dprev = (dprev.array() * (1.0f - h.array().square())).matrix();
+  }
+}
+
+}  // namespace ringtrain

@@ -1,0 +1,71 @@
+// SGD (momentum, Nesterov, L2) and AdamW over flat buffers (see optimizer.hpp).
+#include "ringtrain/optim/optimizer.hpp"
+
+#include <cmath>
+
+#include "ringtrain/util/error.hpp"
+
+namespace ringtrain {
+
+Sgd::Sgd(std::size_t n, double momentum, bool nesterov, double weight_decay)
+    : Optimizer(n), momentum_(static_cast<float>(momentum)),
+      weight_decay_(static_cast<float>(weight_decay)), nesterov_(nesterov) {
+  if (momentum_ != 0.0f) slots_.push_back({"momentum", std::vector<float>(n, 0.0f)});
+}
+
+void Sgd::step(float* w, const float* g, float lr, float scale) {
+  ++steps_;
+  const float mu = momentum_, wd = weight_decay_;
+  if (mu == 0.0f) {
+    for (std::size_t i = 0; i < n_; ++i) w[i] -= lr * (scale * g[i] + wd * w[i]);
+    return;
+  }
+  float* v = slots_[0].values.data();
+  for (std::size_t i = 0; i < n_; ++i) {
+    const float gi = scale * g[i] + wd * w[i];
+    v[i] = mu * v[i] + gi;
+    w[i] -= lr * (nesterov_ ? gi + mu * v[i] : v[i]);
+  }
+}
+
+AdamW::AdamW(std::size_t n, double beta1, double beta2, double eps, double weight_decay)
+    : Optimizer(n), beta1_(beta1), beta2_(beta2), eps_(static_cast<float>(eps)),
+      weight_decay_(static_cast<float>(weight_decay)) {
+  slots_.push_back({"m", std::vector<float>(n, 0.0f)});
+  slots_.push_back({"v", std::vector<float>(n, 0.0f)});
+}
+
+void AdamW::step(float* w, const float* g, float lr, float scale) {
+  ++steps_;
+  const float b1 = static_cast<float>(beta1_), b2 = static_cast<float>(beta2_);
+  const float c1 = static_cast<float>(1.0 - std::pow(beta1_, double(steps_)));
+  const float c2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(beta2_, double(steps_))));
+  const float step_size = lr / c1;
+  const float decay = 1.0f - lr * weight_decay_;
+  float* m = slots_[0].values.data();
+  float* v = slots_[1].values.data();
+  for (std::size_t i = 0; i < n_; ++i) {
+    const float gi = scale * g[i];
+    m[i] = b1 * m[i] + (1.0f - b1) * gi;
+    v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+    w[i] = w[i] * decay - step_size * m[i] / (std::sqrt(v[i]) / c2_sqrt + eps_);
+  }
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const OptimSpec& s, std::size_t n) {
+  if (s.name == "sgd") {
+    if (s.momentum < 0 || s.momentum >= 1)
+      throw UsageError(str_cat("optim.momentum: expected a value in [0, 1), got ", s.momentum));
+    if (s.nesterov && s.momentum == 0)
+      throw UsageError("optim.nesterov: Nesterov momentum needs optim.momentum > 0");
+    if (s.weight_decay < 0) throw UsageError(str_cat("optim.weight_decay: must be >= 0, got ", s.weight_decay));
+    return std::make_unique<Sgd>(n, s.momentum, s.nesterov, s.weight_decay);
+  }
+  if (s.name == "adamw") {
+    if (s.weight_decay < 0) throw UsageError(str_cat("optim.weight_decay: must be >= 0, got ", s.weight_decay));
+    return std::make_unique<AdamW>(n, s.beta1, s.beta2, s.eps, s.weight_decay);
+  }
+  throw UsageError(str_cat("optim.name: expected sgd or adamw, got '", s.name, "'"));
+}
+
+}  // namespace ringtrain

@@ -1,0 +1,92 @@
+// RunLog (see run_log.hpp).
+#include "ringtrain/train/run_log.hpp"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "ringtrain/io/atomic_file.hpp"
+#include "ringtrain/util/error.hpp"
+
+namespace ringtrain {
+
+namespace fs = std::filesystem;
+
+RunLog::RunLog(bool active, std::string run_dir, bool progress)
+    : active_(active), tty_(active && progress && ::isatty(STDOUT_FILENO)), dir_(std::move(run_dir)) {}
+
+void RunLog::start(const std::string& effective_ini) {
+  if (!active_) return;
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (ec || !fs::is_directory(dir_))
+    throw UsageError(str_cat("run.dir: cannot create run directory '", dir_, "': ", ec.message()));
+  if (::access(dir_.c_str(), W_OK) != 0)
+    throw UsageError(str_cat("run.dir: run directory '", dir_, "' is not writable"));
+  write_file_atomic(dir_ + "/config.ini", effective_ini);
+}
+
+void RunLog::info(const std::string& line) const {
+  if (!active_) return;
+  std::printf("%s\n", line.c_str());
+  std::fflush(stdout);
+}
+
+void RunLog::clear_bar() {
+  if (bar_shown_) std::printf("\r\033[K");
+  bar_shown_ = false;
+}
+
+void RunLog::progress(int64_t epoch, int64_t epochs, int64_t step, int64_t steps, double loss,
+                      double samples_per_s) {
+  if (!tty_ || since_draw_.seconds() < 0.1) return;
+  since_draw_.reset();
+  constexpr int kWidth = 30;
+  const int filled = static_cast<int>(kWidth * step / std::max<int64_t>(steps, 1));
+  std::printf("\repoch %lld/%lld [%.*s%*s] %lld/%lld loss %.4f %.1fk samples/s\033[K",
+              (long long)epoch, (long long)epochs, filled, "==============================",
+              kWidth - filled, "", (long long)step, (long long)steps, loss, samples_per_s / 1e3);
+  std::fflush(stdout);
+  bar_shown_ = true;
+}
+
+void RunLog::evaluation(const EvalRecord& r, int64_t epoch, int64_t epochs) {
+  if (!active_) return;
+  nlohmann::ordered_json j;
+  j["step"] = r.step;
+  j["epoch"] = r.epoch;
+  j["examples_seen"] = r.examples_seen;
+  j["lr"] = r.lr;
+  j["train_loss"] = r.train_loss;
+  for (const auto& [k, v] : r.metrics) j[k] = v;
+  j["elapsed_s"] = r.elapsed_s;
+  j["samples_per_s"] = r.samples_per_s;
+  append_line_durable(dir_ + "/metrics.jsonl", j.dump());
+  clear_bar();
+  std::printf("epoch %lld/%lld step %lld  train_loss %.4f  %s  %.1fk samples/s  lr %.4g  %.1fs\n",
+              (long long)epoch, (long long)epochs, (long long)r.step, r.train_loss,
+              format_metrics(r.metrics).c_str(), r.samples_per_s / 1e3, r.lr, r.elapsed_s);
+  std::fflush(stdout);
+}
+
+void RunLog::write_json(const std::string& name, const std::map<std::string, double>& values) const {
+  if (!active_) return;
+  nlohmann::ordered_json j(values);
+  write_file_atomic(dir_ + "/" + name, j.dump(2) + "\n");
+}
+
+std::string format_metrics(const std::map<std::string, double>& m) {
+  std::string s;
+  char buf[96];
+  for (const auto& [k, v] : m) {
+    std::snprintf(buf, sizeof buf, "%s%s %.4f", s.empty() ? "" : "  ", k.c_str(), v);
+    s += buf;
+  }
+  return s;
+}
+
+}  // namespace ringtrain

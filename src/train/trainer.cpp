@@ -1,0 +1,261 @@
+// Trainer (see trainer.hpp).
+#include "ringtrain/train/trainer.hpp"
+
+#include <cmath>
+#include <numeric>
+
+#include "ringtrain/io/data_reader.hpp"
+#include "ringtrain/nn/loss.hpp"
+#include "ringtrain/util/philox.hpp"
+#include "ringtrain/util/timer.hpp"
+
+namespace ringtrain {
+
+namespace {
+
+constexpr std::size_t kTail = 2;  // [loss sum, sample count] after the gradients
+
+std::vector<int64_t> iota_rows(int64_t n) {
+  std::vector<int64_t> v(n);
+  std::iota(v.begin(), v.end(), int64_t{0});
+  return v;
+}
+
+// Positions r, r+p, r+2p, ... of `rows` (all of them, for evaluation sets).
+std::vector<int64_t> every_pth(const std::vector<int64_t>& rows, int rank, int world) {
+  std::vector<int64_t> out;
+  for (std::size_t i = rank; i < rows.size(); i += world) out.push_back(rows[i]);
+  return out;
+}
+
+Dataset load_eval_file(const std::string& key, const std::string& path, const DataSource& like,
+                       int64_t features, int64_t outputs, int rank, int world) {
+  DataSource src = like;
+  src.path = path;
+  const SourceInfo info = probe_source(src);
+  if (info.features != features)
+    throw UsageError(str_cat(key, ": ", path, " has ", info.features, " features per row, the training data has ",
+                             features));
+  if (src.task == Task::kRegression && info.outputs != outputs)
+    throw UsageError(str_cat(key, ": ", path, " has ", info.outputs, " targets per row, the training data has ",
+                             outputs));
+  return read_source_rows(src, info, every_pth(iota_rows(info.rows), rank, world), outputs);
+}
+
+}  // namespace
+
+Trainer::Trainer(TrainConfig cfg, Communicator& comm)
+    : cfg_(std::move(cfg)), comm_(comm), log_(comm.rank() == 0, cfg_.run_dir, cfg_.progress) {
+  run_collectively(comm_, [&] {
+    log_.start(cfg_.effective_ini);
+    load_data();
+    build_model();
+  });
+  // Identical replicas: rank 0's initial parameters everywhere.
+  comm_.broadcast(model_->params(), model_->num_params() * sizeof(float), 0);
+  comm_.reserve(grads_.size());
+  log_setup();
+}
+
+void Trainer::load_data() {
+  if (cfg_.train_path.empty()) throw UsageError("data.train: no training data given");
+  const int rank = comm_.rank(), world = comm_.size();
+  const DataSource src{cfg_.train_path, cfg_.x_name, cfg_.y_name, cfg_.task};
+  const SourceInfo info = probe_source(src);
+  outputs_ = info.outputs;
+
+  std::vector<int64_t> train_rows, val_rows;
+  if (cfg_.val_path.empty() && cfg_.val_fraction > 0) {
+    RowSplit split = split_rows(info.rows, cfg_.val_fraction, cfg_.seed);
+    train_rows = std::move(split.train);
+    val_rows = std::move(split.val);
+  } else {
+    train_rows = iota_rows(info.rows);
+  }
+  sampler_ = std::make_unique<ShardSampler>(int64_t(train_rows.size()), rank, world,
+                                            cfg_.batch_per_rank, cfg_.shuffle, cfg_.seed);
+  dropped_rows_ = sampler_->dropped_rows();
+  std::vector<int64_t> mine(sampler_->rows_per_rank());
+  for (int64_t j = 0; j < int64_t(mine.size()); ++j)
+    mine[j] = train_rows[ShardSampler::global_row(j, rank, world)];
+  train_ = read_source_rows(src, info, mine, outputs_);
+
+  if (!cfg_.val_path.empty()) {
+    val_ = load_eval_file("data.val", cfg_.val_path, src, info.features, outputs_, rank, world);
+    has_val_ = true;
+  } else if (!val_rows.empty()) {
+    val_ = read_source_rows(src, info, every_pth(val_rows, rank, world), outputs_);
+    has_val_ = true;
+  }
+  if (!cfg_.test_path.empty()) {
+    test_ = load_eval_file("data.test", cfg_.test_path, src, info.features, outputs_, rank, world);
+    has_test_ = true;
+  }
+}
+
+void Trainer::build_model() {
+  MlpSpec spec;
+  spec.sizes.push_back(int(train_.features));
+  spec.sizes.insert(spec.sizes.end(), cfg_.hidden.begin(), cfg_.hidden.end());
+  spec.sizes.push_back(int(outputs_));
+  spec.activation = cfg_.activation;
+  spec.dropout = cfg_.dropout;
+  if (cfg_.eval_batch <= 0) throw UsageError(str_cat("eval.batch_size: must be positive, got ", cfg_.eval_batch));
+  const int max_batch = std::max(cfg_.batch_per_rank, cfg_.eval_batch);
+  model_ = std::make_unique<Mlp>(spec, max_batch);
+  model_->init(cfg_.seed);
+  optimizer_ = make_optimizer(cfg_.optim, model_->num_params());
+
+  if (cfg_.epochs <= 0) throw UsageError(str_cat("train.epochs: must be positive, got ", cfg_.epochs));
+  const int64_t spe = sampler_->steps_per_epoch();
+  total_steps_ = cfg_.epochs * spe;
+  if (cfg_.max_steps > 0) total_steps_ = std::min(total_steps_, cfg_.max_steps);
+  schedule_.base_lr = cfg_.lr;
+  schedule_.global_batch = int64_t(cfg_.batch_per_rank) * comm_.size();
+  schedule_.ref_batch = cfg_.ref_batch;
+  if (cfg_.warmup_steps > 0 && cfg_.warmup_epochs > 0)
+    throw UsageError("optim.warmup_steps and optim.warmup_epochs: give one, not both");
+  if (cfg_.warmup_epochs < 0) throw UsageError("optim.warmup_epochs: must be >= 0");
+  schedule_.warmup_steps = cfg_.warmup_steps > 0 ? cfg_.warmup_steps
+                                                 : int64_t(std::llround(cfg_.warmup_epochs * double(spe)));
+  schedule_.decay = cfg_.decay;
+  schedule_.total_steps = total_steps_;
+  schedule_.decay_every_steps = std::max<int64_t>(1, std::llround(cfg_.decay_every_epochs * double(spe)));
+  schedule_.decay_gamma = cfg_.decay_gamma;
+  schedule_.min_factor = cfg_.min_lr_factor;
+  schedule_.validate();
+
+  const std::size_t k = std::size_t(outputs_), b = std::size_t(cfg_.batch_per_rank);
+  grads_.assign(model_->num_params() + kTail, 0.0f);
+  batch_x_.assign(b * std::size_t(train_.features), 0.0f);
+  batch_labels_.assign(b, 0);
+  batch_y_.assign(cfg_.task == Task::kRegression ? b * k : 0, 0.0f);
+  dout_.assign(std::size_t(max_batch) * k, 0.0f);
+  predicted_.assign(std::size_t(max_batch), 0);
+}
+
+void Trainer::log_setup() const {
+  const int p = comm_.size();
+  log_.info(str_cat("ringtrain: ", p, " rank(s), all-reduce '", comm_.algorithm(), "', model ",
+                    model_->spec().architecture(), " (", activation_name(cfg_.activation), ", ",
+                    model_->num_params(), " parameters), ", task_name(cfg_.task)));
+  log_.info(str_cat("data: ", sampler_->rows_per_rank() * p, " training rows (", sampler_->rows_per_rank(),
+                    " per rank", dropped_rows_ ? str_cat(", ", dropped_rows_, " remainder rows dropped") : "",
+                    "), validation ", has_val_ ? "yes" : "none", has_test_ ? ", test set given" : ""));
+  log_.info(str_cat("batch: ", cfg_.batch_per_rank, " per rank x ", p, " ranks = global batch ",
+                    schedule_.global_batch, "; ", sampler_->steps_per_epoch(), " steps per epoch, ",
+                    total_steps_, " steps"));
+  log_.info(str_cat("lr: ", cfg_.optim.name, " base ", schedule_.base_lr, " x ", schedule_.global_batch, "/",
+                    schedule_.ref_batch, " = ", schedule_.peak(), " after ", schedule_.warmup_steps,
+                    " warm-up steps, decay ", decay_name(schedule_.decay)));
+  log_.info(str_cat("run directory: ", log_.dir()));
+}
+
+double Trainer::train_step(int64_t step, int64_t step_in_epoch) {
+  const std::size_t n = model_->num_params();
+  const int count = sampler_->batch_size(step_in_epoch);
+  gather_rows(train_, sampler_->batch_rows(step_in_epoch), count, batch_x_.data(), batch_labels_.data(),
+              batch_y_.data());
+  const uint64_t dropout_key = mix_key(cfg_.seed, 0xD5u, uint64_t(step), uint64_t(comm_.rank()));
+  ConstMatMap out = model_->forward(batch_x_.data(), count, true, dropout_key);
+  const double loss = cfg_.task == Task::kClassification
+                          ? softmax_cross_entropy(out, batch_labels_.data(), dout_.data(), nullptr)
+                          : mean_squared_error(out, batch_y_.data(), dout_.data());
+  model_->backward(dout_.data(), grads_.data());
+  grads_[n] = static_cast<float>(loss);
+  grads_[n + 1] = static_cast<float>(count);
+
+  const Timer comm_timer;
+  comm_.allreduce_sum(grads_.data(), grads_.size());
+  comm_seconds_ += comm_timer.seconds();
+
+  const float global_loss = grads_[n], global_count = grads_[n + 1];
+  if (!std::isfinite(global_loss))  // every rank sees the same reduced value
+    throw CollectiveError(str_cat("training diverged: loss is ", global_loss, " at step ", step,
+                                  " (lower optim.lr?)"), kExitRuntime);
+  optimizer_->step(model_->params(), grads_.data(), static_cast<float>(schedule_.at(step)),
+                   1.0f / global_count);
+  return global_loss;
+}
+
+std::map<std::string, double> Trainer::evaluate(const Dataset& d, const std::string& prefix) {
+  const bool cls = cfg_.task == Task::kClassification;
+  EvalSums sums(cls ? int(outputs_) : 0, int(outputs_));
+  for (int64_t i = 0; i < d.rows; i += cfg_.eval_batch) {
+    const int count = int(std::min<int64_t>(cfg_.eval_batch, d.rows - i));
+    ConstMatMap out = model_->forward(d.row(i), count, false);
+    if (cls) {
+      const double loss = softmax_cross_entropy(out, d.labels.data() + i, nullptr, predicted_.data());
+      sums.add_classification(loss, d.labels.data() + i, predicted_.data(), count);
+    } else {
+      double abs_sum = 0;
+      const double loss = mean_squared_error(out, d.y.data() + i * d.outputs, nullptr, &abs_sum);
+      sums.add_regression(loss, abs_sum, count);
+    }
+  }
+  comm_.allreduce_sum(sums.data().data(), sums.data().size());
+  std::map<std::string, double> out;
+  for (const auto& [k, v] : sums.metrics()) out[prefix + k] = v;
+  return out;
+}
+
+TrainResult Trainer::run() {
+  TrainResult result;
+  const int64_t spe = sampler_->steps_per_epoch();
+  const Timer wall;
+  Timer since_eval;
+  double train_seconds = 0, loss_sum = 0, window_seconds = 0;
+  int64_t window_examples = 0, step = 0;
+  auto eval_due = [&](int64_t s) {
+    return cfg_.eval_every_steps > 0 ? s % cfg_.eval_every_steps == 0 : s % spe == 0;
+  };
+
+  while (step < total_steps_) {
+    const int64_t epoch = step / spe;
+    sampler_->set_epoch(epoch);
+    const int64_t in_epoch = step % spe;
+    Timer step_timer;
+    loss_sum += train_step(step, in_epoch);
+    const int64_t examples = int64_t(sampler_->batch_size(in_epoch)) * comm_.size();
+    ++step;
+    result.examples_seen += examples;
+    window_examples += examples;
+    const double dt = step_timer.seconds();
+    train_seconds += dt;
+    window_seconds += dt;
+    log_.progress(epoch + 1, cfg_.epochs, in_epoch + 1, spe, loss_sum / window_examples,
+                  window_examples / std::max(window_seconds, 1e-9));
+    if (!eval_due(step) && step != total_steps_) continue;
+
+    EvalRecord rec;
+    rec.step = step;
+    rec.epoch = double(step) / double(spe);
+    rec.examples_seen = result.examples_seen;
+    rec.lr = schedule_.at(step - 1);
+    rec.train_loss = loss_sum / double(window_examples);
+    if (has_val_) rec.metrics = evaluate(val_, "val_");
+    rec.elapsed_s = wall.seconds();
+    rec.samples_per_s = double(window_examples) / std::max(window_seconds, 1e-9);
+    log_.evaluation(rec, (step + spe - 1) / spe, cfg_.epochs);
+    result.last_eval = rec.metrics;
+    loss_sum = 0;
+    window_examples = 0;
+    window_seconds = 0;
+  }
+  result.steps = step;
+  result.samples_per_s = double(result.examples_seen) / std::max(train_seconds, 1e-9);
+  if (has_test_) {
+    result.test = evaluate(test_, "test_");
+    log_.info(str_cat("test: ", format_metrics(result.test)));
+    log_.write_json("test_metrics.json", result.test);
+  }
+  result.comm_seconds = comm_seconds_;
+  result.train_seconds = train_seconds;
+  log_.info(str_cat("done: ", step, " steps, ", result.examples_seen, " examples in ", wall.seconds(), " s (",
+                    result.samples_per_s / 1e3, "k samples/s while training, ",
+                    100.0 * comm_seconds_ / std::max(train_seconds, 1e-9), "% of it in the all-reduce); results in ",
+                    log_.dir()));
+  return result;
+}
+
+}  // namespace ringtrain
