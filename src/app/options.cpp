@@ -33,6 +33,7 @@ const OptionDef kOptions[] = {
     {"data.test", "", "test data file, evaluated once after training"},
     {"data.val_fraction", "0.1", "share of the training rows held out for validation when data.val "
                                  "is empty (seeded); 0: no validation"},
+    {"data.max_rows", "0", "use only the first N rows of each data file (0: all); for quick runs"},
     {"data.x_name", "X", "HDF5 dataset of the features, float [N, D]"},
     {"data.y_name", "y", "HDF5 dataset of the labels int [N] or targets float [N, K]"},
     {"model.hidden", "256,128", "hidden layer sizes, comma-separated (empty: linear model)"},
@@ -120,6 +121,7 @@ TrainConfig to_config(const Values& v) {
   c.val_fraction = to_double(v, "data.val_fraction");
   if (c.val_fraction < 0 || c.val_fraction >= 1)
     throw UsageError(str_cat("data.val_fraction: expected a value in [0, 1), got ", c.val_fraction));
+  c.max_rows = to_int(v, "data.max_rows", 0);
   c.x_name = v.at("data.x_name");
   c.y_name = v.at("data.y_name");
   c.hidden = to_int_list(v, "model.hidden");

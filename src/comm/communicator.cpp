@@ -32,12 +32,15 @@ void run_collectively(Communicator& comm, const std::function<void()>& fn) {
     message = e.what();
     code = kExitRuntime;
   }
-  const int first = comm.allreduce_min(code != kExitSuccess ? comm.rank() : comm.size());
+  const bool failed = code != kExitSuccess;
+  const int first = comm.allreduce_min(failed ? comm.rank() : comm.size());
   if (first == comm.size()) return;
+  const bool all_failed = comm.allreduce_min(failed ? 1 : 0) == 1;
   int32_t agreed_code = code;
   comm.broadcast(&agreed_code, sizeof(agreed_code), first);
   const std::string agreed = broadcast_string(comm, message, first);
-  const std::string prefix = comm.size() > 1 ? str_cat("rank ", first, ": ") : "";
+  // Name the rank only when it matters: when some ranks failed and others did not.
+  const std::string prefix = all_failed ? "" : str_cat("rank ", first, ": ");
   throw CollectiveError(prefix + agreed, agreed_code);
 }
 

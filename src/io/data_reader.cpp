@@ -25,13 +25,13 @@ SourceInfo probe_idx(const DataSource& src) {
     throw UsageError(str_cat(src.path, ": IDX files hold class labels; task=regression needs HDF5"));
   const IdxHeader images = read_idx_header(src.path);
   const std::string labels_path = idx_labels_path(src.path);
+  const IdxHeader lh = read_idx_header(labels_path);
+  if (lh.dims.size() != 1 || lh.rows() != images.rows())
+    throw UsageError(str_cat(labels_path, ": holds ", lh.rows(), " labels (", lh.dims.size(),
+                             "-D) for ", images.rows(), " images in ", src.path));
   std::vector<int64_t> all(images.rows());
   std::iota(all.begin(), all.end(), int64_t{0});
-  IdxHeader lh;
-  const std::vector<uint8_t> labels = read_idx_rows(labels_path, all, &lh);
-  if (lh.dims.size() != 1 || lh.rows() != images.rows())
-    throw UsageError(str_cat(labels_path, ": holds ", lh.rows(), " labels for ", images.rows(),
-                             " images in ", src.path));
+  const std::vector<uint8_t> labels = read_idx_rows(labels_path, all);
   return {images.rows(), images.row_size(), *std::max_element(labels.begin(), labels.end()) + 1};
 }
 

@@ -98,7 +98,9 @@ std::vector<uint8_t> read_idx_rows(const std::string& path, const std::vector<in
   int64_t pos = 0;  // next row in the stream
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const int64_t want = rows[i];
-    RT_CHECK(want >= pos && want < h.rows(), "IDX row ", want, " out of order or range");
+    RT_CHECK(want >= pos, "IDX rows must be requested in ascending order");
+    if (want >= h.rows())
+      throw UsageError(str_cat(path, ": has ", h.rows(), " rows, row ", want, " was asked for"));
     while (pos < want) {  // skip unwanted rows in blocks
       const int64_t n = std::min<int64_t>(want - pos, 256);
       read_exact(f.get(), skip.data(), std::size_t(n * row_size), path);

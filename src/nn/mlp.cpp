@@ -123,7 +123,10 @@ void Mlp::backward(const float* dout, float* grads) {
     MatMap dw(grads + L.kernel, L.in, L.out);
     RowVecMap db(grads + L.bias, L.out);
     dw.noalias() = in.transpose() * dz;  // (in, out)
-    db = dz.colwise().sum();
+    // Bias gradient summed row by row, in row order. (Eigen's colwise().sum()
+    // peels by address alignment, so its rounding changed between runs.)
+    db = dz.row(0);
+    for (int i = 1; i < batch; ++i) db += dz.row(i);
     if (l == 0) break;  // no gradient w.r.t. the data
     Layer& P = layers_[l - 1];
     ConstMatMap w(params_.data() + L.kernel, L.in, L.out);

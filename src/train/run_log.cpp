@@ -27,6 +27,9 @@ void RunLog::start(const std::string& effective_ini) {
     throw UsageError(str_cat("run.dir: cannot create run directory '", dir_, "': ", ec.message()));
   if (::access(dir_.c_str(), W_OK) != 0)
     throw UsageError(str_cat("run.dir: run directory '", dir_, "' is not writable"));
+  // Never mix two runs' records in one directory (nor overwrite the old one).
+  if (fs::exists(dir_ + "/metrics.jsonl"))
+    throw UsageError(str_cat("run.dir: '", dir_, "' already holds a run (metrics.jsonl); choose a new run.dir"));
   write_file_atomic(dir_ + "/config.ini", effective_ini);
 }
 

@@ -28,8 +28,10 @@ std::vector<int64_t> every_pth(const std::vector<int64_t>& rows, int rank, int w
   return out;
 }
 
+int64_t limit_rows(int64_t rows, int64_t max_rows) { return max_rows > 0 ? std::min(rows, max_rows) : rows; }
+
 Dataset load_eval_file(const std::string& key, const std::string& path, const DataSource& like,
-                       int64_t features, int64_t outputs, int rank, int world) {
+                       int64_t features, int64_t outputs, int64_t max_rows, int rank, int world) {
   DataSource src = like;
   src.path = path;
   const SourceInfo info = probe_source(src);
@@ -39,7 +41,7 @@ Dataset load_eval_file(const std::string& key, const std::string& path, const Da
   if (src.task == Task::kRegression && info.outputs != outputs)
     throw UsageError(str_cat(key, ": ", path, " has ", info.outputs, " targets per row, the training data has ",
                              outputs));
-  return read_source_rows(src, info, every_pth(iota_rows(info.rows), rank, world), outputs);
+  return read_source_rows(src, info, every_pth(iota_rows(limit_rows(info.rows, max_rows)), rank, world), outputs);
 }
 
 }  // namespace
@@ -63,14 +65,15 @@ void Trainer::load_data() {
   const DataSource src{cfg_.train_path, cfg_.x_name, cfg_.y_name, cfg_.task};
   const SourceInfo info = probe_source(src);
   outputs_ = info.outputs;
+  const int64_t rows = limit_rows(info.rows, cfg_.max_rows);
 
   std::vector<int64_t> train_rows, val_rows;
   if (cfg_.val_path.empty() && cfg_.val_fraction > 0) {
-    RowSplit split = split_rows(info.rows, cfg_.val_fraction, cfg_.seed);
+    RowSplit split = split_rows(rows, cfg_.val_fraction, cfg_.seed);
     train_rows = std::move(split.train);
     val_rows = std::move(split.val);
   } else {
-    train_rows = iota_rows(info.rows);
+    train_rows = iota_rows(rows);
   }
   sampler_ = std::make_unique<ShardSampler>(int64_t(train_rows.size()), rank, world,
                                             cfg_.batch_per_rank, cfg_.shuffle, cfg_.seed);
@@ -81,14 +84,14 @@ void Trainer::load_data() {
   train_ = read_source_rows(src, info, mine, outputs_);
 
   if (!cfg_.val_path.empty()) {
-    val_ = load_eval_file("data.val", cfg_.val_path, src, info.features, outputs_, rank, world);
+    val_ = load_eval_file("data.val", cfg_.val_path, src, info.features, outputs_, cfg_.max_rows, rank, world);
     has_val_ = true;
   } else if (!val_rows.empty()) {
     val_ = read_source_rows(src, info, every_pth(val_rows, rank, world), outputs_);
     has_val_ = true;
   }
   if (!cfg_.test_path.empty()) {
-    test_ = load_eval_file("data.test", cfg_.test_path, src, info.features, outputs_, rank, world);
+    test_ = load_eval_file("data.test", cfg_.test_path, src, info.features, outputs_, cfg_.max_rows, rank, world);
     has_test_ = true;
   }
 }

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   doctest::Context ctx(argc, argv);
+  ctx.setOption("no-colors", true);  // output passes through mpiexec's pty
   if (rank != 0) ctx.setOption("minimal", true);
   int failed = ctx.run() != 0 ? 1 : 0;
   if (ctx.shouldExit()) return failed;

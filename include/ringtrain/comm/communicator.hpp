@@ -56,7 +56,8 @@ class CollectiveError : public Error {
 };
 
 // Runs `fn` on every rank; if it throws on any rank, every rank throws a
-// CollectiveError carrying the lowest failing rank's message and exit code.
+// CollectiveError carrying the lowest failing rank's message and exit code,
+// prefixed with "rank N: " unless every rank failed.
 // Use it around phases where ranks can fail independently (reading shards),
 // so bad input ends the job cleanly with exit code 2 everywhere, never a hang.
 void run_collectively(Communicator& comm, const std::function<void()>& fn);

@@ -21,6 +21,7 @@ struct TrainConfig {
 
   std::string train_path, val_path, test_path;  // data.train data.val data.test
   double val_fraction = 0.1;                    // data.val_fraction (0: no validation)
+  int64_t max_rows = 0;                         // data.max_rows (0: all)
   std::string x_name = "X", y_name = "y";       // data.x_name data.y_name
 
   Task task = Task::kClassification;  // task

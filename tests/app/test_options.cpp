@@ -1,0 +1,71 @@
+// `ringtrain train` options: defaults, INI + command line precedence, and
+// errors that name the key.
+#include <doctest/doctest.h>
+
+#include <fstream>
+
+#include "ringtrain/app/options.hpp"
+#include "ringtrain/util/error.hpp"
+#include "test_helpers.hpp"
+
+using namespace ringtrain;
+
+TEST_CASE("defaults match DESIGN.md") {
+  const TrainConfig c = parse_train_args({}).config;
+  CHECK(c.batch_per_rank == 64);
+  CHECK(c.ref_batch == 256);
+  CHECK(c.hidden == std::vector<int>{256, 128});
+  CHECK(c.comm_algorithm == "ring");
+  CHECK(c.optim.name == "sgd");
+  CHECK(c.shuffle);
+}
+
+TEST_CASE("INI file and command line; the command line wins") {
+  test::TempDir dir;
+  const std::string ini = dir.file("c.ini");
+  std::ofstream(ini) << "task = classification\n[optim]\nlr = 0.3\nname = adamw\n[train]\nbatch_per_rank = 16\n"
+                        "[model]\nhidden = 32,16,8\n# a comment\n";
+  const TrainConfig c = parse_train_args({"--config", ini, "--train.batch_per_rank=8"}).config;
+  CHECK(c.lr == doctest::Approx(0.3));
+  CHECK(c.optim.name == "adamw");
+  CHECK(c.batch_per_rank == 8);
+  CHECK(c.hidden == std::vector<int>{32, 16, 8});
+  // The effective INI holds every key and parses back to the same config.
+  std::ofstream(dir.file("eff.ini")) << c.effective_ini;
+  const TrainConfig again = parse_train_args({"--config", dir.file("eff.ini")}).config;
+  CHECK(again.effective_ini == c.effective_ini);
+  CHECK(c.effective_ini.find("batch_per_rank = 8") != std::string::npos);
+}
+
+TEST_CASE("bad options are usage errors naming the key") {
+  test::TempDir dir;
+  auto fails_with = [](std::vector<std::string> args, const std::string& needle) {
+    CAPTURE(needle);
+    CHECK_THROWS_WITH_AS(parse_train_args(args), doctest::Contains(needle.c_str()), UsageError);
+  };
+  fails_with({"--train.batch_per_rnak=3"}, "train.batch_per_rnak");
+  fails_with({"--train.batch_per_rank=abc"}, "train.batch_per_rank");
+  fails_with({"--train.batch_per_rank=0"}, "train.batch_per_rank");
+  fails_with({"--train.epochs=-1"}, "train.epochs");
+  fails_with({"--optim.lr=fast"}, "optim.lr");
+  fails_with({"--optim.lr=nan"}, "optim.lr");
+  fails_with({"--train.shuffle=maybe"}, "train.shuffle");
+  fails_with({"--model.hidden=256,,128"}, "model.hidden");
+  fails_with({"--model.activation=gelu"}, "model.activation");
+  fails_with({"--optim.decay=linear"}, "optim.decay");
+  fails_with({"--comm.algorithm=tree"}, "comm.algorithm");
+  fails_with({"--data.val_fraction=1.5"}, "data.val_fraction");
+  fails_with({"--task=ranking"}, "task");
+  fails_with({"--config", dir.file("missing.ini")}, "missing.ini");
+  std::ofstream(dir.file("u.ini")) << "[optim]\nlearning_rate = 0.1\n";
+  fails_with({"--config", dir.file("u.ini")}, "optim.learning_rate");
+  std::ofstream(dir.file("m.ini")) << "[optim\nlr = 0.1\n";
+  fails_with({"--config", dir.file("m.ini")}, "config");
+}
+
+TEST_CASE("--help lists every option with its default") {
+  const ParsedTrainArgs a = parse_train_args({"--help"});
+  CHECK(a.help);
+  CHECK(a.help_text.find("--optim.lr arg (=0.1)") != std::string::npos);
+  CHECK(a.help_text.find("--train.batch_per_rank arg (=64)") != std::string::npos);
+}

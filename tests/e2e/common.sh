@@ -1,0 +1,22 @@
+# Shared helpers of the end-to-end tests (sourced). Usage in a test:
+#   source "$(dirname "$0")/common.sh" "$@"     # $1 = path of the ringtrain binary
+set -euo pipefail
+RINGTRAIN=${1:?usage: $0 PATH_TO_RINGTRAIN}
+MPIEXEC=${RINGTRAIN_MPIEXEC:-mpiexec}
+read -r -a MPIEXEC_ARGS <<<"${RINGTRAIN_MPIEXEC_ARGS:---oversubscribe --bind-to none}"
+if [ "$(id -u)" = 0 ]; then MPIEXEC_ARGS+=(--allow-run-as-root); fi
+PY=/usr/bin/python3
+FASHION=/usr/share/datasets/fashion-mnist
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ringtrain-e2e-XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+FAILURES=0
+PASSES=0
+
+fail() { echo "FAIL: $*" >&2; FAILURES=$((FAILURES + 1)); }
+pass() { echo "ok: $*"; PASSES=$((PASSES + 1)); }
+skip_test() { echo "SKIP: $*"; exit 77; }  # CTest SKIP_RETURN_CODE
+rt_mpirun() { local np=$1; shift; "$MPIEXEC" "${MPIEXEC_ARGS[@]}" -n "$np" "$@"; }
+finish() {
+  echo "$PASSES passed, $FAILURES failed"
+  [ "$FAILURES" = 0 ]
+}

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Bad input, table-driven, on 2 ranks: each case must end EVERY rank with exit
+# code 2 (recorded per rank), print one "ringtrain: error:" line that names the
+# problem, and never hang (each run is under a timeout).
+source "$(dirname "$0")/common.sh" "$@"
+"$PY" -c "import h5py, numpy" 2>/dev/null || skip_test "python3-h5py / python3-numpy not installed"
+
+D=$WORK/data
+mkdir -p "$D"
+"$PY" - "$D" <<'PY'
+import gzip, sys, h5py, numpy as np
+d = sys.argv[1]
+rng = np.random.default_rng(0)
+def save(name, X, y, xname="X", yname="y"):
+    with h5py.File(f"{d}/{name}", "w") as f:
+        f[xname] = X
+        f[yname] = y
+X = rng.normal(size=(40, 4)).astype(np.float32)
+y = (np.arange(40) % 3).astype(np.int32)
+save("good.h5", X, y)
+save("val_5feat.h5", rng.normal(size=(10, 5)).astype(np.float32), y[:10])
+save("val_labels7.h5", X[:10], np.full(10, 7, np.int32))
+Xn = X.copy(); Xn[13, 2] = np.nan; save("nan.h5", Xn, y)
+Xi = X.copy(); Xi[26, 0] = np.inf; save("inf.h5", Xi, y)
+save("x1d.h5", X[:, 0].copy(), y)
+save("names.h5", X, y, xname="features")
+save("floatlabels.h5", X, y.astype(np.float32))
+save("tiny.h5", X[:1], y[:1])
+save("rowsdiffer.h5", X, y[:30])
+ym = y.copy(); ym[5] = -1; save("neglabel.h5", X, ym)
+# IDX: a truncated gzip stream, and images without their labels file
+hdr = bytes([0, 0, 8, 3, 0, 0, 0, 50, 0, 0, 0, 4, 0, 0, 0, 4])
+full = gzip.compress(hdr + bytes(range(256)) * 4)
+open(f"{d}/cut-images-idx3-ubyte.gz", "wb").write(full[: len(full) // 2])
+open(f"{d}/cut-labels-idx1-ubyte.gz", "wb").write(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 50]) + bytes(50)))
+open(f"{d}/lonely-images-idx3-ubyte.gz", "wb").write(full)
+open(f"{d}/notdata.bin", "w").write("just text\n")
+# a truncated HDF5 file
+big = rng.normal(size=(4000, 16)).astype(np.float32)
+save("big.h5", big, (np.arange(4000) % 3).astype(np.int32))
+raw = open(f"{d}/big.h5", "rb").read()
+open(f"{d}/trunc.h5", "wb").write(raw[: len(raw) // 2])
+PY
+printf '[optim]\nlearning_rate = 0.1\n' >"$D/unknown_key.ini"
+printf '[optim\nlr = 0.1\n' >"$D/malformed.ini"
+printf 'not a directory\n' >"$D/afile"
+mkdir -p "$D/oldrun" && echo '{}' >"$D/oldrun/metrics.jsonl"
+
+good=(--data.train="$D/good.h5" --data.val_fraction=0 --train.epochs=1 --run.progress=false)
+# name | expected text in the message | arguments
+cases=(
+  "unknown option|train.bogus|${good[*]} --train.bogus=1"
+  "malformed integer|train.batch_per_rank|${good[*]} --train.batch_per_rank=abc"
+  "zero batch|train.batch_per_rank|${good[*]} --train.batch_per_rank=0"
+  "negative epochs|train.epochs|--data.train=$D/good.h5 --train.epochs=-3"
+  "non-finite lr|optim.lr|${good[*]} --optim.lr=inf"
+  "bad boolean|train.shuffle|${good[*]} --train.shuffle=perhaps"
+  "bad activation|model.activation|${good[*]} --model.activation=swish"
+  "bad hidden sizes|model.hidden|${good[*]} --model.hidden=64,-1"
+  "bad algorithm|comm.algorithm|${good[*]} --comm.algorithm=butterfly"
+  "missing config|nope.ini|${good[*]} --config $D/nope.ini"
+  "unknown INI key|optim.learning_rate|${good[*]} --config $D/unknown_key.ini"
+  "malformed INI|config|${good[*]} --config $D/malformed.ini"
+  "no training data|data.train|--run.progress=false"
+  "missing train file|no such file|--data.train=$D/missing.h5"
+  "not a data file|bad magic|--data.train=$D/notdata.bin"
+  "truncated IDX|truncated|--data.train=$D/cut-images-idx3-ubyte.gz"
+  "IDX without labels|lonely-labels-idx1-ubyte.gz|--data.train=$D/lonely-images-idx3-ubyte.gz"
+  "truncated HDF5|trunc.h5|--data.train=$D/trunc.h5"
+  "wrong dataset name|no dataset named 'X'|--data.train=$D/names.h5"
+  "X not 2-D|dimensions|--data.train=$D/x1d.h5"
+  "y rows differ|rows but|--data.train=$D/rowsdiffer.h5"
+  "float labels|integer labels|--data.train=$D/floatlabels.h5"
+  "negative label|label -1|--data.train=$D/neglabel.h5"
+  "label out of range|out of range|${good[*]} --data.val=$D/val_labels7.h5"
+  "NaN feature|non-finite|--data.train=$D/nan.h5 --data.val_fraction=0"
+  "infinite feature|non-finite|--data.train=$D/inf.h5 --data.val_fraction=0"
+  "feature count mismatch|features per row|${good[*]} --data.val=$D/val_5feat.h5"
+  "fewer rows than ranks|fewer than the 2 ranks|--data.train=$D/tiny.h5 --data.val_fraction=0"
+  "val split leaves nothing|data.val_fraction|--data.train=$D/good.h5 --data.val_fraction=0.99"
+  "unwritable run dir|afile/run|--data.train=$D/good.h5 --run.dir=$D/afile/run"
+  "run dir holds a run|already holds a run|--data.train=$D/good.h5 --run.dir=$D/oldrun"
+  "regression on IDX|regression|--task=regression --data.train=$D/lonely-images-idx3-ubyte.gz"
+)
+
+for entry in "${cases[@]}"; do
+  IFS='|' read -r name needle args <<<"$entry"
+  run="$WORK/run_${name// /_}"
+  rc_dir="$WORK/rc_${name// /_}"
+  mkdir -p "$rc_dir"
+  [[ "$args" == *--run.dir=* ]] || args="$args --run.dir=$run"
+  # shellcheck disable=SC2086  # args is a word list by design
+  timeout 60 "$MPIEXEC" "${MPIEXEC_ARGS[@]}" -n 2 bash -c \
+    '"$@"; echo $? >"'"$rc_dir"'/rank.${OMPI_COMM_WORLD_RANK:-0}"' _ \
+    "$RINGTRAIN" train $args >"$WORK/out" 2>"$WORK/err"
+  launcher_rc=$?
+  codes=$(cat "$rc_dir"/rank.* 2>/dev/null | sort | tr '\n' ' ')
+  errors=$(grep -c '^ringtrain: error:' "$WORK/err" || true)
+  if [ "$launcher_rc" = 124 ]; then
+    fail "$name: hung (killed after 60 s)"
+  elif [ "$codes" != "2 2 " ]; then
+    fail "$name: exit codes per rank '$codes', expected '2 2'"; cat "$WORK/err" >&2
+  elif ! grep -qF -- "$needle" "$WORK/err"; then
+    fail "$name: message does not mention '$needle'"; cat "$WORK/err" >&2
+  elif [ "$errors" != 1 ]; then
+    fail "$name: $errors error lines, expected exactly one"; cat "$WORK/err" >&2
+  else
+    pass "$name: $(grep '^ringtrain: error:' "$WORK/err" | cut -c1-150)"
+  fi
+done
+finish

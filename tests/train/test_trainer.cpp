@@ -1,0 +1,154 @@
+// Data-parallel semantics of the Trainer on the launched world size p:
+// p ranks with batch b train to the same parameters as 1 rank with batch p*b
+// on the same rows; replicas stay bit-identical; bad input on one rank ends
+// every rank with the same error.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "ringtrain/comm/mpi_communicator.hpp"
+#include "ringtrain/train/trainer.hpp"
+#include "train_fixtures.hpp"
+
+using namespace ringtrain;
+using namespace ringtrain::test;
+
+namespace {
+
+bool all_ranks(Communicator& comm, bool ok) { return comm.allreduce_min(ok ? 1 : 0) == 1; }
+
+std::vector<float> params_of(const Trainer& t) {
+  return {t.model().params(), t.model().params() + t.model().num_params()};
+}
+
+}  // namespace
+
+TEST_CASE("p ranks with batch b match 1 rank with batch p*b after 20 steps") {
+  auto comm = make_mpi_communicator("ring");
+  const int p = comm->size();
+  SharedDataFile data(*comm, synthetic_classification(240, 12, 4));  // 240 = lcm-friendly for p <= 5
+  for (const char* optim : {"sgd", "adamw"}) {
+    CAPTURE(optim);
+    TrainConfig cfg = short_run_config(data.path(), data.dir() + "/run_p_" + optim);
+    cfg.optim.name = optim;
+    cfg.optim.weight_decay = 1e-3;
+    if (std::string(optim) == "adamw") cfg.lr = 0.01;
+    Trainer parallel(cfg, *comm);
+    const TrainResult res = parallel.run();
+    CHECK(res.steps == 20);
+    CHECK(res.examples_seen == 20 * 4 * p);
+    const std::vector<float> got = params_of(parallel);
+
+    bool close = true;
+    if (comm->rank() == 0) {
+      SelfCommunicator self;
+      TrainConfig one = cfg;
+      one.batch_per_rank = 4 * p;
+      one.run_dir = data.dir() + "/run_1_" + optim;
+      Trainer single(one, self);
+      CHECK(single.schedule().global_batch == parallel.schedule().global_batch);
+      single.run();
+      const std::vector<float> want = params_of(single);
+      REQUIRE(want.size() == got.size());
+      double worst = 0;
+      for (std::size_t i = 0; i < want.size(); ++i)
+        worst = std::max(worst, double(std::abs(want[i] - got[i])) / (1e-3 + std::abs(want[i])));
+      CAPTURE(worst);
+      close = worst < 1e-4;
+      CHECK(close);
+    }
+    CHECK(all_ranks(*comm, close));
+
+    // Replicas are bit-identical across ranks.
+    std::vector<float> root = got;
+    comm->broadcast(root.data(), root.size() * sizeof(float), 0);
+    CHECK(all_ranks(*comm, std::memcmp(root.data(), got.data(), got.size() * sizeof(float)) == 0));
+  }
+}
+
+TEST_CASE("ring and MPI_Allreduce give the same training result") {
+  auto ring = make_mpi_communicator("ring");
+  auto mpi = make_mpi_communicator("mpi");
+  SharedDataFile data(*ring, synthetic_classification(120, 6, 3));
+  TrainConfig cfg = short_run_config(data.path(), data.dir() + "/run");
+  cfg.shuffle = true;
+  cfg.dropout = 0.2f;
+  Trainer a(cfg, *ring);
+  cfg.run_dir += "_mpi";
+  Trainer b(cfg, *mpi);
+  a.run();
+  b.run();
+  const auto pa = params_of(a), pb = params_of(b);
+  double worst = 0;
+  for (std::size_t i = 0; i < pa.size(); ++i) worst = std::max(worst, double(std::abs(pa[i] - pb[i])));
+  CHECK(worst < 1e-5);
+}
+
+TEST_CASE("uneven shards: every rank runs the same number of steps, remainder rows dropped") {
+  auto comm = make_mpi_communicator("ring");
+  const int p = comm->size();
+  SharedDataFile data(*comm, synthetic_classification(37, 5, 2));
+  TrainConfig cfg = short_run_config(data.path(), data.dir() + "/run");
+  cfg.max_steps = 0;
+  cfg.epochs = 2;
+  cfg.batch_per_rank = 3;
+  Trainer t(cfg, *comm);
+  CHECK(t.sampler().rows_per_rank() == 37 / p);
+  CHECK(t.sampler().dropped_rows() == 37 % p);
+  const TrainResult r = t.run();
+  CHECK(r.steps == 2 * ((37 / p + 2) / 3));
+  CHECK(r.examples_seen == 2 * (37 / p) * p);
+}
+
+TEST_CASE("fewer training rows than ranks is a usage error on every rank") {
+  auto comm = make_mpi_communicator("ring");
+  const int p = comm->size();
+  if (p < 2) return;
+  SharedDataFile data(*comm, synthetic_classification(p - 1, 3, 2));
+  try {
+    Trainer t(short_run_config(data.path(), data.dir() + "/run"), *comm);
+    FAIL("expected an error");
+  } catch (const CollectiveError& e) {
+    CHECK(e.exit_code() == kExitUsage);
+    CHECK(std::string(e.what()).find("fewer than the") != std::string::npos);
+  }
+}
+
+TEST_CASE("a NaN in one rank's shard ends every rank with that rank's message") {
+  auto comm = make_mpi_communicator("ring");
+  const int p = comm->size();
+  Dataset d = synthetic_classification(40, 4, 2);
+  const int64_t bad_row = 2 * p + (p - 1);  // owned by the last rank
+  d.x[bad_row * 4 + 1] = std::nanf("");
+  SharedDataFile data(*comm, d);
+  try {
+    Trainer t(short_run_config(data.path(), data.dir() + "/run"), *comm);
+    FAIL("expected an error");
+  } catch (const CollectiveError& e) {
+    const std::string msg = e.what();
+    CHECK(e.exit_code() == kExitUsage);
+    CHECK(msg.find("non-finite") != std::string::npos);
+    CHECK(msg.find("row " + std::to_string(bad_row)) != std::string::npos);
+    if (p > 1) CHECK(msg.find("rank " + std::to_string(p - 1)) != std::string::npos);
+  }
+}
+
+TEST_CASE("evaluation metrics are over the whole validation set, whatever the world size") {
+  auto comm = make_mpi_communicator("ring");
+  SharedDataFile data(*comm, synthetic_classification(103, 6, 3));
+  TrainConfig cfg = short_run_config(data.path(), data.dir() + "/run");
+  cfg.val_path = data.path();  // evaluate on all 103 rows
+  cfg.eval_batch = 10;
+  cfg.max_steps = 5;
+  Trainer t(cfg, *comm);
+  const TrainResult r = t.run();
+  REQUIRE(r.last_eval.count("val_accuracy") == 1);
+  // Accuracy of 103 rows is a multiple of 1/103.
+  const double correct = r.last_eval.at("val_accuracy") * 103.0;
+  CHECK(correct == doctest::Approx(std::round(correct)).epsilon(1e-9));
+  // Every rank derived the same metrics from the same reduced sums.
+  double acc = r.last_eval.at("val_accuracy");
+  comm->broadcast(&acc, sizeof(acc), 0);
+  CHECK(all_ranks(*comm, acc == r.last_eval.at("val_accuracy")));
+}
