@@ -15,14 +15,20 @@ double softmax_cross_entropy(const ConstMatMap& logits, const int32_t* labels,
     Eigen::Index arg = 0;
     for (Eigen::Index j = 1; j < k; ++j)
       if (row[j] > mx) mx = row[j], arg = j;
+    // Shift by the max so exp never overflows; probabilities are e_j / sum
+    // (not exp(x - log_z), which loses digits when |logits| is large).
+    float* d = dlogits ? dlogits + i * k : nullptr;
     float sum = 0.0f;
-    for (Eigen::Index j = 0; j < k; ++j) sum += std::exp(row[j] - mx);
-    const float log_z = mx + std::log(sum);
-    total += static_cast<double>(log_z - row[labels[i]]);
+    for (Eigen::Index j = 0; j < k; ++j) {
+      const float e = std::exp(row[j] - mx);
+      sum += e;
+      if (d) d[j] = e;
+    }
+    total += static_cast<double>(std::log(sum) - (row[labels[i]] - mx));
     if (predicted) predicted[i] = static_cast<int32_t>(arg);
-    if (dlogits) {
-      float* d = dlogits + i * k;
-      for (Eigen::Index j = 0; j < k; ++j) d[j] = std::exp(row[j] - log_z);
+    if (d) {
+      const float inv = 1.0f / sum;
+      for (Eigen::Index j = 0; j < k; ++j) d[j] *= inv;
       d[labels[i]] -= 1.0f;
     }
   }

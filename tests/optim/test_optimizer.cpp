@@ -1,0 +1,180 @@
+// Optimizers (optim/optimizer.hpp): SGD (momentum, Nesterov, L2) and AdamW
+// against hand-computed torch.optim semantics, convergence, grad_scale, slots.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ringtrain/optim/optimizer.hpp"
+#include "ringtrain/util/error.hpp"
+
+using namespace ringtrain;
+
+namespace {
+// Gradients fed step by step (independent of w), two parameters, w0 = {1, -2}.
+const std::vector<std::vector<float>> kGrads = {{0.5f, 0.1f}, {-0.25f, 0.3f}, {1.0f, -0.2f}};
+
+// Runs `steps` steps of `opt` from w0 with lr and returns w after each step.
+std::vector<std::vector<float>> run(Optimizer& opt, float lr, int steps = 3) {
+  std::vector<float> w = {1.0f, -2.0f};
+  std::vector<std::vector<float>> out;
+  for (int s = 0; s < steps; ++s) {
+    opt.step(w.data(), kGrads[s].data(), lr, 1.0f);
+    out.push_back(w);
+  }
+  return out;
+}
+
+// Values computed by hand (double) from torch.optim semantics; see the header.
+void check_trajectory(const std::vector<std::vector<float>>& got,
+                      const std::vector<std::vector<double>>& want) {
+  REQUIRE(got.size() == want.size());
+  for (std::size_t s = 0; s < want.size(); ++s)
+    for (std::size_t i = 0; i < 2; ++i) {
+      INFO("step ", s + 1, " param ", i);
+      CHECK(got[s][i] == doctest::Approx(want[s][i]).epsilon(1e-6));
+    }
+}
+
+// f(w) = 0.5 * sum a_i (w_i - c_i)^2, gradient a_i (w_i - c_i).
+const std::vector<float> kA = {1.0f, 2.0f, 0.5f}, kC = {3.0f, -1.0f, 2.0f};
+std::vector<float> minimise(Optimizer& opt, float lr, int steps) {
+  std::vector<float> w(3, 0.0f), g(3);
+  for (int s = 0; s < steps; ++s) {
+    for (int i = 0; i < 3; ++i) g[i] = kA[i] * (w[i] - kC[i]);
+    opt.step(w.data(), g.data(), lr, 1.0f);
+  }
+  return w;
+}
+}  // namespace
+
+TEST_CASE("sgd: plain gradient descent converges on a quadratic") {
+  Sgd opt(3, 0.0, false, 0.0);
+  const auto w = minimise(opt, 0.1f, 500);
+  for (int i = 0; i < 3; ++i) CHECK(w[i] == doctest::Approx(kC[i]).epsilon(1e-4));
+  CHECK(opt.steps() == 500);
+}
+
+TEST_CASE("sgd: momentum converges on a quadratic") {
+  Sgd opt(3, 0.9, true, 0.0);
+  const auto w = minimise(opt, 0.05f, 1000);
+  for (int i = 0; i < 3; ++i) CHECK(w[i] == doctest::Approx(kC[i]).epsilon(1e-4));
+}
+
+TEST_CASE("sgd: matches torch.optim.SGD step by step") {
+  SUBCASE("momentum 0.9") {
+    // v1 = g1; w1 = w0 - lr v1; v2 = 0.9 v1 + g2 ...
+    Sgd opt(2, 0.9, false, 0.0);
+    check_trajectory(run(opt, 0.1f), {{0.95, -2.01}, {0.93, -2.049}, {0.812, -2.0641}});
+  }
+  SUBCASE("nesterov") {
+    Sgd opt(2, 0.9, true, 0.0);
+    check_trajectory(run(opt, 0.1f), {{0.905, -2.019}, {0.912, -2.0841}, {0.7058, -2.07769}});
+  }
+  SUBCASE("momentum with L2 weight decay 0.01") {
+    Sgd opt(2, 0.9, false, 0.01);
+    check_trajectory(run(opt, 0.1f), {{0.949, -2.008},
+                                      {0.927151, -2.043192},
+                                      {0.806559749, -2.05282161}});
+  }
+  SUBCASE("no momentum, weight decay 0.1") {
+    Sgd opt(2, 0.0, false, 0.1);
+    check_trajectory(run(opt, 0.1f), {{0.94, -1.99}, {0.9556, -2.0001}, {0.846044, -1.960099}});
+  }
+}
+
+TEST_CASE("sgd: the momentum slot holds the buffer v") {
+  Sgd opt(2, 0.9, false, 0.0);
+  REQUIRE(opt.slots().size() == 1);
+  CHECK(opt.slots()[0].name == "momentum");
+  CHECK(opt.slots()[0].values.size() == 2);
+  run(opt, 0.1f, 2);
+  CHECK(opt.slots()[0].values[0] == doctest::Approx(0.2));  // 0.9 * 0.5 - 0.25
+  CHECK(opt.slots()[0].values[1] == doctest::Approx(0.39));
+  CHECK(Sgd(2, 0.0, false, 0.0).slots().empty());
+  CHECK(opt.name() == "sgd");
+}
+
+TEST_CASE("adamw: matches torch.optim.AdamW for three steps") {
+  // lr 0.01, wd 0.1, betas (0.9, 0.999), eps 1e-8: w *= 1 - lr*wd, then the
+  // bias-corrected Adam step.
+  AdamW opt(2, 0.9, 0.999, 1e-8, 0.1);
+  check_trajectory(run(opt, 0.01f), {{0.989, -2.008},
+                                     {0.98534763, -2.01516981},
+                                     {0.977781166, -2.01573368}});
+  REQUIRE(opt.slots().size() == 2);
+  CHECK(opt.slots()[0].name == "m");
+  CHECK(opt.slots()[1].name == "v");
+  // m = 0.9 (0.9 * 0.1 * 0.5 + 0.1 * -0.25) + 0.1 * 1 = 0.1180
+  CHECK(opt.slots()[0].values[0] == doctest::Approx(0.118).epsilon(1e-5));
+  CHECK(opt.steps() == 3);
+  CHECK(opt.name() == "adamw");
+}
+
+TEST_CASE("adamw: converges on a quadratic") {
+  AdamW opt(3, 0.9, 0.999, 1e-8, 0.0);
+  const auto w = minimise(opt, 0.01f, 3000);
+  for (int i = 0; i < 3; ++i) CHECK(w[i] == doctest::Approx(kC[i]).epsilon(1e-3));
+}
+
+TEST_CASE("optimizers: grad_scale equals pre-scaling the gradients") {
+  const float scale = 1.0f / 3.0f;
+  for (const std::string name : {"sgd", "adamw"}) {
+    OptimSpec spec;
+    spec.name = name;
+    spec.nesterov = true;
+    spec.weight_decay = 0.05;
+    auto a = make_optimizer(spec, 4), b = make_optimizer(spec, 4);
+    const std::vector<float> w0 = {0.5f, -1.0f, 2.0f, 0.0f};
+    std::vector<float> wa = w0, wb = w0;
+    std::vector<float> g = {3.0f, -6.0f, 0.3f, 1.5f}, gs(4);
+    for (int step = 0; step < 4; ++step) {
+      for (int i = 0; i < 4; ++i) g[i] += 0.7f * float(step);
+      for (int i = 0; i < 4; ++i) gs[i] = g[i] * scale;
+      a->step(wa.data(), g.data(), 0.05f, scale);
+      b->step(wb.data(), gs.data(), 0.05f, 1.0f);
+    }
+    for (int i = 0; i < 4; ++i) {
+      INFO(name, " param ", i);
+      CHECK(wa[i] == doctest::Approx(wb[i]).epsilon(1e-6));
+      CHECK(std::fabs(wa[i] - w0[i]) > 1e-3f);  // the steps did move w
+    }
+  }
+}
+
+TEST_CASE("make_optimizer: builds the named optimizer and rejects bad settings") {
+  OptimSpec spec;
+  CHECK(make_optimizer(spec, 5)->name() == "sgd");
+  CHECK(make_optimizer(spec, 5)->slots().at(0).values.size() == 5);
+  spec.name = "adamw";
+  auto adam = make_optimizer(spec, 7);
+  CHECK(adam->name() == "adamw");
+  REQUIRE(adam->slots().size() == 2);
+  CHECK(adam->slots()[0].values.size() == 7);
+  CHECK(adam->slots()[1].values.size() == 7);
+
+  spec.name = "adam";
+  CHECK_THROWS_AS(make_optimizer(spec, 5), UsageError);
+  try {
+    make_optimizer(spec, 5);
+  } catch (const UsageError& e) {
+    CHECK(std::string(e.what()).find("optim.name") != std::string::npos);
+  }
+  OptimSpec sgd;
+  sgd.momentum = 1.0;
+  CHECK_THROWS_AS(make_optimizer(sgd, 5), UsageError);
+  sgd.momentum = -0.1;
+  CHECK_THROWS_AS(make_optimizer(sgd, 5), UsageError);
+  sgd.momentum = 0.0;
+  sgd.nesterov = true;
+  CHECK_THROWS_AS(make_optimizer(sgd, 5), UsageError);
+  sgd.nesterov = false;
+  sgd.weight_decay = -1e-4;
+  CHECK_THROWS_AS(make_optimizer(sgd, 5), UsageError);
+  OptimSpec aw;
+  aw.name = "adamw";
+  aw.weight_decay = -1.0;
+  CHECK_THROWS_AS(make_optimizer(aw, 5), UsageError);
+}
