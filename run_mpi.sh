@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# ringtrain launcher.
+#
+#   ./run_mpi.sh                  install what is missing, build Release, train the
+#                                 default model on Fashion-MNIST on 2 ranks
+#   ./run_mpi.sh test             install what is missing, build, run the whole test
+#                                 suite (Release, then ASan+UBSan)
+#   ./run_mpi.sh bench            install the PyTorch peer too, run bench/ side by side
+#   ./run_mpi.sh [-np N] [--oversubscribe] [--hostfile FILE] [TRAIN OPTIONS...]
+#                                 train with N ranks (default 2); TRAIN OPTIONS go to
+#                                 `ringtrain train` (default --config configs/fashion_mnist.ini)
+#
+# Environment: RINGTRAIN_BUILD (default build/release), RINGTRAIN_TEST_PRESETS
+# (default "release asan"), RINGTRAIN_NO_INSTALL=1 to never call apt-get.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$ROOT"
+
+CORE_PKGS=(cmake make g++ openmpi-bin libopenmpi-dev libeigen3-dev libhdf5-dev hdf5-tools
+           libboost-program-options-dev doctest-dev nlohmann-json3-dev zlib1g-dev dataset-fashion-mnist)
+TEST_PKGS=(python3 python3-h5py python3-numpy)
+BENCH_PKGS=(python3-torch libopenblas0-serial)
+
+say() { printf '[run_mpi] %s\n' "$*"; }
+die() { printf '[run_mpi] error: %s\n' "$*" >&2; exit 2; }
+
+# Installs the Debian packages of $@ that are missing (apt-get update once).
+ensure_packages() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} = 0 ] && return 0
+  [ "${RINGTRAIN_NO_INSTALL:-0}" = 1 ] && die "missing Debian packages: ${missing[*]}"
+  local sudo=()
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || die "missing Debian packages (run as root to install): ${missing[*]}"
+    sudo=(sudo)
+  fi
+  say "installing: ${missing[*]}"
+  if [ -z "${RINGTRAIN_APT_UPDATED:-}" ]; then
+    "${sudo[@]}" apt-get update -qq
+    export RINGTRAIN_APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Configures (once) and builds a CMake preset; incremental afterwards.
+build() {
+  local preset=$1 dir=build/$1
+  [ -f "$dir/CMakeCache.txt" ] || cmake --preset "$preset" >/dev/null
+  cmake --build "$dir" -j"$(nproc)"
+}
+
+mpirun_args() {
+  MPIRUN=(mpirun)
+  [ "$(id -u)" = 0 ] && MPIRUN+=(--allow-run-as-root)
+}
+
+run_tests() {
+  ensure_packages "${CORE_PKGS[@]}" "${TEST_PKGS[@]}"
+  local preset status=0
+  for preset in ${RINGTRAIN_TEST_PRESETS:-release asan}; do
+    say "building preset '$preset'"
+    build "$preset"
+    say "testing preset '$preset'"
+    # LeakSanitizer reports Open MPI's own never-freed start-up allocations.
+    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} \
+      ctest --test-dir "build/$preset" --output-on-failure "$@" || status=$?
+  done
+  return $status
+}
+
+run_bench() {
+  ensure_packages "${CORE_PKGS[@]}" "${TEST_PKGS[@]}" "${BENCH_PKGS[@]}"
+  build release
+  bash bench/bench_train.sh "$ROOT/build/release/ringtrain" "$@"
+}
+
+run_train() {
+  local np=2 oversubscribe=0 hostfile="" args=() has_config=0 has_dir=0 has_progress=0
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      -np|-n) [ $# -ge 2 ] || die "$1 needs a number"; np=$2; shift 2 ;;
+      --oversubscribe) oversubscribe=1; shift ;;
+      --hostfile) [ $# -ge 2 ] || die "--hostfile needs a file"; hostfile=$2; shift 2 ;;
+      *)
+        case "$1" in
+          --config|--config=*) has_config=1 ;;
+          --run.dir=*) has_dir=1 ;;
+          --run.progress=*) has_progress=1 ;;
+        esac
+        args+=("$1"); shift ;;
+    esac
+  done
+  [[ "$np" =~ ^[1-9][0-9]*$ ]] || die "-np expects a positive number of ranks, got '$np'"
+  ensure_packages "${CORE_PKGS[@]}"
+  build release
+  [ $has_config = 1 ] || args=(--config "$ROOT/configs/fashion_mnist.ini" "${args[@]}")
+  [ $has_dir = 1 ] || args+=("--run.dir=runs/run-$(date +%Y%m%d-%H%M%S)")
+  # mpirun gives rank 0 a pseudo-terminal even when our output is a pipe or a
+  # file, so the live bar is decided here.
+  [ $has_progress = 1 ] || { [ -t 1 ] || args+=(--run.progress=false); }
+
+  mpirun_args
+  if [ -n "$hostfile" ]; then
+    MPIRUN+=(--hostfile "$hostfile")
+  elif [ "$np" -gt "$(nproc)" ] && [ $oversubscribe = 0 ]; then
+    die "$np ranks on $(nproc) cores: add --oversubscribe (fine for testing, useless for timings)"
+  fi
+  if [ $oversubscribe = 1 ]; then
+    MPIRUN+=(--oversubscribe --bind-to none)
+  else
+    MPIRUN+=(--bind-to core --map-by core)
+  fi
+  say "${MPIRUN[*]} -np $np build/release/ringtrain train ${args[*]}"
+  exec "${MPIRUN[@]}" -np "$np" "$ROOT/build/release/ringtrain" train "${args[@]}"
+}
+
+case "${1:-}" in
+  test) shift; run_tests "$@" ;;
+  bench) shift; run_bench "$@" ;;
+  -h|--help|help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *) run_train "$@" ;;
+esac
