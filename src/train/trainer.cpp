@@ -2,6 +2,7 @@
 #include "ringtrain/train/trainer.hpp"
 
 #include <cmath>
+#include <cstdio>
 #include <numeric>
 
 #include "ringtrain/io/data_reader.hpp"
@@ -254,10 +255,13 @@ TrainResult Trainer::run() {
   }
   result.comm_seconds = comm_seconds_;
   result.train_seconds = train_seconds;
-  log_.info(str_cat("done: ", step, " steps, ", result.examples_seen, " examples in ", wall.seconds(), " s (",
-                    result.samples_per_s / 1e3, "k samples/s while training, ",
-                    100.0 * comm_seconds_ / std::max(train_seconds, 1e-9), "% of it in the all-reduce); results in ",
-                    log_.dir()));
+  char summary[256];
+  std::snprintf(summary, sizeof summary,
+                "done: %lld steps, %lld examples in %.2f s (%.1fk samples/s while training, %.1f%% of it in the "
+                "all-reduce, waiting for the slowest rank included); results in ",
+                (long long)step, (long long)result.examples_seen, wall.seconds(), result.samples_per_s / 1e3,
+                100.0 * comm_seconds_ / std::max(train_seconds, 1e-9));
+  log_.info(summary + log_.dir());
   return result;
 }
 
