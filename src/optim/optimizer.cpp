@@ -10,7 +10,7 @@ namespace ringtrain {
 Sgd::Sgd(std::size_t n, double momentum, bool nesterov, double weight_decay)
     : Optimizer(n), momentum_(static_cast<float>(momentum)),
       weight_decay_(static_cast<float>(weight_decay)), nesterov_(nesterov) {
-  if (momentum_ != 0.0f) slots_.push_back({"momentum", std::vector<float>(n, 0.0f)});
+  if (momentum_ != 0.0f) slots_.push_back({"momentum", BigBuffer<float>(n, 0.0f)});
 }
 
 void Sgd::step(float* w, const float* g, float lr, float scale) {
@@ -31,8 +31,8 @@ void Sgd::step(float* w, const float* g, float lr, float scale) {
 AdamW::AdamW(std::size_t n, double beta1, double beta2, double eps, double weight_decay)
     : Optimizer(n), beta1_(beta1), beta2_(beta2), eps_(static_cast<float>(eps)),
       weight_decay_(static_cast<float>(weight_decay)) {
-  slots_.push_back({"m", std::vector<float>(n, 0.0f)});
-  slots_.push_back({"v", std::vector<float>(n, 0.0f)});
+  slots_.push_back({"m", BigBuffer<float>(n, 0.0f)});
+  slots_.push_back({"v", BigBuffer<float>(n, 0.0f)});
 }
 
 void AdamW::step(float* w, const float* g, float lr, float scale) {

@@ -203,48 +203,46 @@ std::map<std::string, double> Trainer::evaluate(const Dataset& d, const std::str
   return out;
 }
 
+void Trainer::log_evaluation(int64_t step, TrainWindow& window, TrainResult& result) {
+  const int64_t spe = sampler_->steps_per_epoch();
+  EvalRecord rec;
+  rec.step = step;
+  rec.epoch = double(step) / double(spe);
+  rec.examples_seen = result.examples_seen;
+  rec.lr = schedule_.at(step - 1);  // the rate the last step used
+  rec.train_loss = window.loss_sum / double(window.examples);
+  if (has_val_) rec.metrics = evaluate(val_, "val_");
+  rec.elapsed_s = wall_.seconds();
+  rec.samples_per_s = double(window.examples) / std::max(window.seconds, 1e-9);
+  log_.evaluation(rec, (step + spe - 1) / spe, (total_steps_ + spe - 1) / spe);
+  result.last_eval = rec.metrics;
+  window = TrainWindow{};
+}
+
 TrainResult Trainer::run() {
   TrainResult result;
   const int64_t spe = sampler_->steps_per_epoch();
-  const Timer wall;
-  Timer since_eval;
-  double train_seconds = 0, loss_sum = 0, window_seconds = 0;
-  int64_t window_examples = 0, step = 0;
-  auto eval_due = [&](int64_t s) {
-    return cfg_.eval_every_steps > 0 ? s % cfg_.eval_every_steps == 0 : s % spe == 0;
-  };
-
+  const int64_t epochs = (total_steps_ + spe - 1) / spe;
+  wall_.reset();
+  TrainWindow window;  // since the last evaluation
+  double train_seconds = 0;
+  int64_t step = 0;
   while (step < total_steps_) {
-    const int64_t epoch = step / spe;
+    const int64_t epoch = step / spe, in_epoch = step % spe;
     sampler_->set_epoch(epoch);
-    const int64_t in_epoch = step % spe;
-    Timer step_timer;
-    loss_sum += train_step(step, in_epoch);
+    const Timer step_timer;
+    window.loss_sum += train_step(step, in_epoch);
     const int64_t examples = int64_t(sampler_->batch_size(in_epoch)) * comm_.size();
+    const double dt = step_timer.seconds();
     ++step;
     result.examples_seen += examples;
-    window_examples += examples;
-    const double dt = step_timer.seconds();
+    window.examples += examples;
+    window.seconds += dt;
     train_seconds += dt;
-    window_seconds += dt;
-    log_.progress(epoch + 1, cfg_.epochs, in_epoch + 1, spe, loss_sum / window_examples,
-                  window_examples / std::max(window_seconds, 1e-9));
-    if (!eval_due(step) && step != total_steps_) continue;
-
-    EvalRecord rec;
-    rec.step = step;
-    rec.epoch = double(step) / double(spe);
-    rec.examples_seen = result.examples_seen;
-    rec.lr = schedule_.at(step - 1);
-    rec.train_loss = loss_sum / double(window_examples);
-    if (has_val_) rec.metrics = evaluate(val_, "val_");
-    rec.elapsed_s = wall.seconds();
-    rec.samples_per_s = double(window_examples) / std::max(window_seconds, 1e-9);
-    log_.evaluation(rec, (step + spe - 1) / spe, cfg_.epochs);
-    result.last_eval = rec.metrics;
-    loss_sum = 0;
-    window_examples = 0;
-    window_seconds = 0;
+    log_.progress(epoch + 1, epochs, in_epoch + 1, spe, window.loss_sum / double(window.examples),
+                  double(window.examples) / std::max(window.seconds, 1e-9));
+    const bool eval_due = cfg_.eval_every_steps > 0 ? step % cfg_.eval_every_steps == 0 : step % spe == 0;
+    if (eval_due || step == total_steps_) log_evaluation(step, window, result);
   }
   result.steps = step;
   result.samples_per_s = double(result.examples_seen) / std::max(train_seconds, 1e-9);
@@ -259,7 +257,7 @@ TrainResult Trainer::run() {
   std::snprintf(summary, sizeof summary,
                 "done: %lld steps, %lld examples in %.2f s (%.1fk samples/s while training, %.1f%% of it in the "
                 "all-reduce, waiting for the slowest rank included); results in ",
-                (long long)step, (long long)result.examples_seen, wall.seconds(), result.samples_per_s / 1e3,
+                (long long)step, (long long)result.examples_seen, wall_.seconds(), result.samples_per_s / 1e3,
                 100.0 * comm_seconds_ / std::max(train_seconds, 1e-9));
   log_.info(summary + log_.dir());
   return result;

@@ -152,3 +152,23 @@ TEST_CASE("evaluation metrics are over the whole validation set, whatever the wo
   comm->broadcast(&acc, sizeof(acc), 0);
   CHECK(all_ranks(*comm, acc == r.last_eval.at("val_accuracy")));
 }
+
+TEST_CASE("a diverging run stops on every rank at the same step with a runtime error") {
+  auto comm = make_mpi_communicator("ring");
+  SharedDataFile data(*comm, synthetic_classification(80, 4, 2));
+  TrainConfig cfg = short_run_config(data.path(), data.dir() + "/run");
+  cfg.lr = 1e30;  // overflows within a few steps
+  cfg.max_steps = 50;
+  Trainer t(cfg, *comm);
+  std::string message;
+  try {
+    t.run();
+    FAIL("expected divergence");
+  } catch (const CollectiveError& e) {
+    CHECK(e.exit_code() == kExitRuntime);
+    message = e.what();
+  }
+  CHECK(message.find("diverged") != std::string::npos);
+  // Same message (same step) everywhere.
+  CHECK(broadcast_string(*comm, message, 0) == message);
+}

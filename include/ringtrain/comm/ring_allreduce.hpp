@@ -20,6 +20,8 @@
 #include <cstddef>
 #include <vector>
 
+#include "ringtrain/util/big_buffer.hpp"
+
 namespace ringtrain {
 
 class RingAllreduce {
@@ -32,7 +34,7 @@ class RingAllreduce {
   std::size_t chunk_begin(int c, std::size_t n) const;
   MPI_Comm comm_;
   int rank_, size_;
-  std::vector<float> scratch_;
+  BigBuffer<float> scratch_;
 };
 
 // Throws RuntimeError naming the call when an MPI function did not succeed.

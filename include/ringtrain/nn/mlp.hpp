@@ -21,6 +21,7 @@
 
 #include "ringtrain/nn/param_layout.hpp"
 #include "ringtrain/nn/tensor.hpp"
+#include "ringtrain/util/big_buffer.hpp"
 
 namespace ringtrain {
 
@@ -68,16 +69,16 @@ class Mlp {
   struct Layer {
     int in = 0, out = 0;
     std::size_t kernel = 0, bias = 0;  // offsets into the flat buffers
-    std::vector<float> z, h;           // (max_batch, out): pre-activation, activation
-    std::vector<float> scale, a;       // dropout only: 0 or 1/keep, and h * scale
-    std::vector<float> dz;             // (max_batch, out)
+    BigBuffer<float> z, h;      // (max_batch, out): pre-activation, activation
+    BigBuffer<float> scale, a;  // dropout only: 0 or 1/keep, and h * scale
+    BigBuffer<float> dz;        // (max_batch, out)
   };
   const float* layer_input(int l) const;
 
   MlpSpec spec_;
   int max_batch_;
   ParamLayout layout_;
-  std::vector<float> params_;
+  BigBuffer<float> params_;
   std::vector<Layer> layers_;
   const float* input_ = nullptr;
   int batch_ = 0;

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "ringtrain/util/big_buffer.hpp"
+
 namespace ringtrain {
 
 struct OptimSpec {
@@ -22,7 +24,7 @@ struct OptimSpec {
 
 struct OptimSlot {
   std::string name;  // "momentum", "m", "v"
-  std::vector<float> values;
+  BigBuffer<float> values;
 };
 
 class Optimizer {

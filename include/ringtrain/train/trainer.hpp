@@ -25,6 +25,8 @@
 #include "ringtrain/optim/optimizer.hpp"
 #include "ringtrain/train/config.hpp"
 #include "ringtrain/train/run_log.hpp"
+#include "ringtrain/util/big_buffer.hpp"
+#include "ringtrain/util/timer.hpp"
 
 namespace ringtrain {
 
@@ -36,6 +38,13 @@ struct TrainResult {
   double samples_per_s = 0;                 // over all training steps
   double train_seconds = 0;                 // time in training steps
   double comm_seconds = 0;                  // of which in the gradient all-reduce
+};
+
+// Training progress since the last evaluation.
+struct TrainWindow {
+  double loss_sum = 0;   // summed per-sample losses, all ranks
+  int64_t examples = 0;  // all ranks
+  double seconds = 0;    // in training steps
 };
 
 class Trainer {
@@ -56,6 +65,8 @@ class Trainer {
   void log_setup() const;
   double train_step(int64_t step, int64_t step_in_epoch);
   std::map<std::string, double> evaluate(const Dataset& data, const std::string& prefix);
+  // Evaluates (when there is a validation set), logs and resets the window.
+  void log_evaluation(int64_t step, TrainWindow& window, TrainResult& result);
 
   TrainConfig cfg_;
   Communicator& comm_;
@@ -70,10 +81,11 @@ class Trainer {
   LrSchedule schedule_;
   int64_t total_steps_ = 0;
   double comm_seconds_ = 0;
+  Timer wall_;
 
   // Step buffers, allocated once.
-  std::vector<float> grads_;  // num_params gradients + [loss sum, sample count]
-  std::vector<float> batch_x_, batch_y_, dout_;
+  BigBuffer<float> grads_;  // num_params gradients + [loss sum, sample count]
+  BigBuffer<float> batch_x_, batch_y_, dout_;
   std::vector<int32_t> batch_labels_, predicted_;
 };
 
