@@ -21,6 +21,7 @@
 // Not measured here: overlap with computation, more than one node, or ranks
 // that arrive late (the barrier removes that skew on purpose).
 #include "ringtrain/comm/ring_allreduce.hpp"
+#include "ringtrain/util/big_buffer.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -250,7 +251,9 @@ void write_json(const std::string& path, const std::vector<Result>& results, int
 int run(const Options& o, int rank, int p) {
   const std::vector<std::size_t> sizes = sizes_up_to(o.max_bytes);
   const std::size_t max_n = sizes.back() / sizeof(float);
-  std::vector<float> a(max_n), b(max_n);  // value-initialised: every page touched now
+  // Huge-page-backed, as the trainer's gradient buffer (util/big_buffer.hpp);
+  // value-initialised: every page touched now.
+  ringtrain::BigBuffer<float> a(max_n), b(max_n);
   ringtrain::RingAllreduce ring(MPI_COMM_WORLD);
   ring.reserve(max_n);
   if (rank == 0) print_header(p);
