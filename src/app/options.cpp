@@ -2,6 +2,8 @@
 #include "ringtrain/app/options.hpp"
 
 #include <boost/program_options.hpp>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -27,7 +29,9 @@ struct OptionDef {
 const OptionDef kOptions[] = {
     {"task", "classification", "classification | regression"},
     {"run.dir", "runs/default", "run directory (created if missing)"},
-    {"run.progress", "true", "live progress bar when stdout is a terminal"},
+    {"run.progress", "auto", "live progress bar: auto (when stdout is a terminal and no MPI launcher is "
+                             "in between: mpirun hands ranks a pseudo-terminal even when its own output is a "
+                             "file) | true | false"},
     {"data.train", "", "training data: HDF5 file, or IDX images file with its labels file beside it"},
     {"data.val", "", "validation data file (same formats); empty: hold out data.val_fraction"},
     {"data.test", "", "test data file, evaluated once after training"},
@@ -70,15 +74,20 @@ using Values = std::map<std::string, std::string>;
   throw UsageError(str_cat(key, ": expected ", expected, ", got '", v, "'"));
 }
 
-int64_t to_int(const Values& vals, const std::string& key, int64_t min = INT64_MIN) {
+int64_t to_int(const Values& vals, const std::string& key, int64_t min = INT64_MIN,
+               int64_t max = INT64_MAX) {
   const std::string& v = vals.at(key);
   errno = 0;
   char* end = nullptr;
   const long long x = std::strtoll(v.c_str(), &end, 10);
   if (v.empty() || *end != '\0' || errno == ERANGE) bad_value(key, v, "an integer");
   if (x < min) throw UsageError(str_cat(key, ": must be >= ", min, ", got ", x));
+  if (x > max) throw UsageError(str_cat(key, ": must be <= ", max, ", got ", x));
   return x;
 }
+
+constexpr int64_t kMaxInt = INT32_MAX;
+
 
 double to_double(const Values& vals, const std::string& key) {
   const std::string& v = vals.at(key);
@@ -93,6 +102,16 @@ bool to_bool(const Values& vals, const std::string& key) {
   if (v == "true" || v == "1" || v == "yes" || v == "on") return true;
   if (v == "false" || v == "0" || v == "no" || v == "off") return false;
   bad_value(key, v, "true or false");
+}
+
+// auto: a live bar only on a terminal that is ours. Under mpirun/srun the
+// rank's stdout may be a pseudo-terminal whatever the user's stdout is.
+bool progress_wanted(const Values& vals) {
+  const std::string& v = vals.at("run.progress");
+  if (v != "auto") return to_bool(vals, "run.progress");
+  const bool launched = std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMIX_RANK") ||
+                        std::getenv("PMI_RANK") || std::getenv("SLURM_STEP_ID");
+  return !launched && ::isatty(STDOUT_FILENO);
 }
 
 std::vector<int> to_int_list(const Values& vals, const std::string& key) {
@@ -114,7 +133,7 @@ TrainConfig to_config(const Values& v) {
   c.task = parse_task(v.at("task"));
   c.run_dir = v.at("run.dir");
   if (c.run_dir.empty()) throw UsageError("run.dir: must not be empty");
-  c.progress = to_bool(v, "run.progress");
+  c.progress = progress_wanted(v);
   c.train_path = v.at("data.train");
   c.val_path = v.at("data.val");
   c.test_path = v.at("data.test");
@@ -141,18 +160,21 @@ TrainConfig to_config(const Values& v) {
   if (c.optim.eps <= 0) throw UsageError("optim.eps: must be positive");
   c.warmup_steps = to_int(v, "optim.warmup_steps", 0);
   c.warmup_epochs = to_double(v, "optim.warmup_epochs");
+  if (c.warmup_epochs < 0 || c.warmup_epochs > 1e6)
+    throw UsageError(str_cat("optim.warmup_epochs: expected a value in [0, 1e6], got ", c.warmup_epochs));
   c.decay = parse_decay(v.at("optim.decay"));
   c.decay_every_epochs = to_double(v, "optim.decay_every_epochs");
-  if (c.decay_every_epochs <= 0) throw UsageError("optim.decay_every_epochs: must be positive");
+  if (c.decay_every_epochs <= 0 || c.decay_every_epochs > 1e6)
+    throw UsageError(str_cat("optim.decay_every_epochs: expected a value in (0, 1e6], got ", c.decay_every_epochs));
   c.decay_gamma = to_double(v, "optim.decay_gamma");
   c.min_lr_factor = to_double(v, "optim.min_lr_factor");
-  c.batch_per_rank = int(to_int(v, "train.batch_per_rank", 1));
-  c.epochs = to_int(v, "train.epochs", 1);
+  c.batch_per_rank = int(to_int(v, "train.batch_per_rank", 1, kMaxInt));
+  c.epochs = to_int(v, "train.epochs", 1, kMaxInt);
   c.max_steps = to_int(v, "train.max_steps", 0);
   c.seed = uint64_t(to_int(v, "train.seed", 0));
   c.shuffle = to_bool(v, "train.shuffle");
   c.eval_every_steps = to_int(v, "eval.every_steps", 0);
-  c.eval_batch = int(to_int(v, "eval.batch_size", 1));
+  c.eval_batch = int(to_int(v, "eval.batch_size", 1, kMaxInt));
   c.comm_algorithm = v.at("comm.algorithm");
   if (c.comm_algorithm != "ring" && c.comm_algorithm != "mpi")
     bad_value("comm.algorithm", c.comm_algorithm, "ring or mpi");
@@ -192,7 +214,15 @@ ParsedTrainArgs parse_train_args(const std::vector<std::string>& args) {
   ParsedTrainArgs out;
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(args).options(all).run(), vm);
+    // No abbreviations (--optim.l is not --optim.lr) and no bare words (a
+    // config file named without --config must not be silently ignored).
+    namespace style = po::command_line_style;
+    po::store(po::command_line_parser(args)
+                  .options(all)
+                  .style(style::default_style & ~style::allow_guessing)
+                  .positional(po::positional_options_description())
+                  .run(),
+              vm);
     if (vm.count("help")) {
       std::ostringstream os;
       os << "usage: ringtrain train [--config FILE] [--section.key=value ...]\n\n" << all;
@@ -207,6 +237,14 @@ ParsedTrainArgs parse_train_args(const std::vector<std::string>& args) {
       po::store(po::parse_config_file(in, train, /*allow_unregistered=*/false), vm);
     }
     po::notify(vm);
+  } catch (const po::too_many_positional_options_error&) {
+    std::string word;
+    for (std::size_t i = 0; i < args.size() && word.empty(); ++i)
+      if (!args[i].empty() && args[i][0] != '-' && (i == 0 || args[i - 1].rfind("--", 0) != 0 ||
+                                                    args[i - 1].find('=') != std::string::npos))
+        word = args[i];
+    throw UsageError(str_cat("options: unexpected argument '", word,
+                             "' (options are --section.key=value; a config file is --config FILE)"));
   } catch (const po::error& e) {
     throw UsageError(str_cat(vm.count("config") ? "options/config: " : "options: ", e.what()));
   }

@@ -96,8 +96,10 @@ void read_hdf5_rows(hid_t ds, hid_t mem_type, const std::vector<int64_t>& rows, 
     hsize_t off[2] = {start, 0}, str[2] = {stride, 1}, cnt[2] = {count, rank == 2 ? shape[1] : 1};
     h5_check(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, off, str, cnt, nullptr), context);
     H5Handle mspace = h5_check(H5Screate_simple(int(rank), cnt, nullptr), H5Sclose, context);
-    h5_check(H5Dread(ds, mem_type, mspace, fspace, H5P_DEFAULT, dst),
-             context + " (checksum error or corrupt file?)");
+    // A failed read of a file that opened is bad input (a checksum
+    // mismatch, a corrupt chunk), not a failure of ringtrain: exit code 2.
+    if (H5Dread(ds, mem_type, mspace, fspace, H5P_DEFAULT, dst) < 0)
+      throw UsageError(context + ": read failed (checksum mismatch or corrupt file)");
   };
   if (rows.empty()) return;
   const int64_t stride = rows.size() > 1 ? rows[1] - rows[0] : 1;

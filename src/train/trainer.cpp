@@ -31,27 +31,34 @@ std::vector<int64_t> every_pth(const std::vector<int64_t>& rows, int rank, int w
 
 int64_t limit_rows(int64_t rows, int64_t max_rows) { return max_rows > 0 ? std::min(rows, max_rows) : rows; }
 
-Dataset load_eval_file(const std::string& key, const std::string& path, const DataSource& like,
-                       int64_t features, int64_t outputs, int64_t max_rows, int rank, int world) {
-  DataSource src = like;
-  src.path = path;
+// The confusion matrix is classes^2 doubles per evaluation; beyond this the
+// labels are almost certainly not class indices.
+constexpr int64_t kMaxClasses = 4096;
+
+SourceInfo probe_eval_file(const std::string& key, const DataSource& src, const SourceInfo& train) {
   const SourceInfo info = probe_source(src);
-  if (info.features != features)
-    throw UsageError(str_cat(key, ": ", path, " has ", info.features, " features per row, the training data has ",
-                             features));
-  if (src.task == Task::kRegression && info.outputs != outputs)
-    throw UsageError(str_cat(key, ": ", path, " has ", info.outputs, " targets per row, the training data has ",
-                             outputs));
-  return read_source_rows(src, info, every_pth(iota_rows(limit_rows(info.rows, max_rows)), rank, world), outputs);
+  if (info.features != train.features)
+    throw UsageError(str_cat(key, ": ", src.path, " has ", info.features, " features per row, the training data has ",
+                             train.features));
+  if (src.task == Task::kRegression && info.outputs != train.outputs)
+    throw UsageError(str_cat(key, ": ", src.path, " has ", info.outputs, " targets per row, the training data has ",
+                             train.outputs));
+  return info;
 }
 
 }  // namespace
 
 Trainer::Trainer(TrainConfig cfg, Communicator& comm)
     : cfg_(std::move(cfg)), comm_(comm), log_(comm.rank() == 0, cfg_.run_dir, cfg_.progress) {
+  // Phases that can fail on some ranks only run inside run_collectively and
+  // contain no collectives themselves; the agreement check runs between them.
   run_collectively(comm_, [&] {
     log_.start(cfg_.effective_ini);
-    load_data();
+    probe_data();
+  });
+  check_ranks_agree();
+  run_collectively(comm_, [&] {
+    read_data();
     build_model();
   });
   // Identical replicas: rank 0's initial parameters everywhere.
@@ -60,12 +67,46 @@ Trainer::Trainer(TrainConfig cfg, Communicator& comm)
   log_setup();
 }
 
-void Trainer::load_data() {
+DataSource Trainer::source(const std::string& path) const {
+  return DataSource{path, cfg_.x_name, cfg_.y_name, cfg_.task};
+}
+
+void Trainer::probe_data() {
   if (cfg_.train_path.empty()) throw UsageError("data.train: no training data given");
+  train_info_ = probe_source(source(cfg_.train_path));
+  outputs_ = train_info_.outputs;
+  if (cfg_.task == Task::kClassification && outputs_ < 2)
+    throw UsageError(str_cat(cfg_.train_path, ": every training label is 0: classification needs 2 or more classes"));
+  if (cfg_.task == Task::kClassification && outputs_ > kMaxClasses)
+    throw UsageError(str_cat(cfg_.train_path, ": labels go up to ", outputs_ - 1, ", more than ", kMaxClasses,
+                             " classes (are they regression targets? task = regression)"));
+  if (!cfg_.val_path.empty()) val_info_ = probe_eval_file("data.val", source(cfg_.val_path), train_info_);
+  if (!cfg_.test_path.empty()) test_info_ = probe_eval_file("data.test", source(cfg_.test_path), train_info_);
+}
+
+void Trainer::check_ranks_agree() {
+  // A rank given other options, or another copy of a file (node-local
+  // staging), would run different collectives and hang the job: refuse.
+  const std::string ini0 = broadcast_string(comm_, cfg_.effective_ini, 0);
+  const int64_t mine[5] = {train_info_.rows, train_info_.features, outputs_, val_info_.rows, test_info_.rows};
+  int64_t root[5];
+  std::copy(mine, mine + 5, root);
+  comm_.broadcast(root, sizeof(root), 0);
+  run_collectively(comm_, [&] {
+    if (ini0 != cfg_.effective_ini)
+      throw UsageError("options differ from rank 0's: every rank must be given the same options and config file");
+    if (!std::equal(mine, mine + 5, root))
+      throw UsageError(str_cat("data differs from rank 0's: rank 0 sees ", root[0], " training rows x ", root[1],
+                               " features, ", root[2], " outputs, ", root[3], " validation and ", root[4],
+                               " test rows; this rank sees ", mine[0], " x ", mine[1], ", ", mine[2], ", ", mine[3],
+                               " and ", mine[4], " (every rank must read the same files)"));
+  });
+}
+
+void Trainer::read_data() {
   const int rank = comm_.rank(), world = comm_.size();
-  const DataSource src{cfg_.train_path, cfg_.x_name, cfg_.y_name, cfg_.task};
-  const SourceInfo info = probe_source(src);
-  outputs_ = info.outputs;
+  const DataSource src = source(cfg_.train_path);
+  const SourceInfo& info = train_info_;
   const int64_t rows = limit_rows(info.rows, cfg_.max_rows);
 
   std::vector<int64_t> train_rows, val_rows;
@@ -84,15 +125,16 @@ void Trainer::load_data() {
     mine[j] = train_rows[ShardSampler::global_row(j, rank, world)];
   train_ = read_source_rows(src, info, mine, outputs_);
 
+  auto eval_rows = [&](const SourceInfo& i) { return every_pth(iota_rows(limit_rows(i.rows, cfg_.max_rows)), rank, world); };
   if (!cfg_.val_path.empty()) {
-    val_ = load_eval_file("data.val", cfg_.val_path, src, info.features, outputs_, cfg_.max_rows, rank, world);
+    val_ = read_source_rows(source(cfg_.val_path), val_info_, eval_rows(val_info_), outputs_);
     has_val_ = true;
   } else if (!val_rows.empty()) {
     val_ = read_source_rows(src, info, every_pth(val_rows, rank, world), outputs_);
     has_val_ = true;
   }
   if (!cfg_.test_path.empty()) {
-    test_ = load_eval_file("data.test", cfg_.test_path, src, info.features, outputs_, cfg_.max_rows, rank, world);
+    test_ = read_source_rows(source(cfg_.test_path), test_info_, eval_rows(test_info_), outputs_);
     has_test_ = true;
   }
 }

@@ -69,3 +69,22 @@ TEST_CASE("--help lists every option with its default") {
   CHECK(a.help_text.find("--optim.lr arg (=0.1)") != std::string::npos);
   CHECK(a.help_text.find("--train.batch_per_rank arg (=64)") != std::string::npos);
 }
+
+TEST_CASE("abbreviated keys and bare words are refused, not guessed or ignored") {
+  CHECK_THROWS_WITH_AS(parse_train_args({"--optim.l=0.3"}), doctest::Contains("--optim.l"), UsageError);
+  CHECK_THROWS_WITH_AS(parse_train_args({"--train.ep=1"}), doctest::Contains("--train.ep"), UsageError);
+  CHECK_THROWS_WITH_AS(parse_train_args({"my.ini", "--train.epochs=2"}), doctest::Contains("'my.ini'"), UsageError);
+  // A value given as the next word is still fine.
+  CHECK(parse_train_args({"--optim.lr", "0.3"}).config.lr == doctest::Approx(0.3));
+}
+
+TEST_CASE("integer options that do not fit are refused, not wrapped") {
+  CHECK_THROWS_WITH_AS(parse_train_args({"--train.batch_per_rank=4294967297"}),
+                       doctest::Contains("train.batch_per_rank"), UsageError);
+  CHECK_THROWS_WITH_AS(parse_train_args({"--eval.batch_size=99999999999"}), doctest::Contains("eval.batch_size"),
+                       UsageError);
+  CHECK_THROWS_WITH_AS(parse_train_args({"--optim.warmup_epochs=1e300"}), doctest::Contains("optim.warmup_epochs"),
+                       UsageError);
+  CHECK_FALSE(parse_train_args({"--run.progress=false"}).config.progress);
+  CHECK(parse_train_args({"--run.progress=true"}).config.progress);
+}

@@ -1,7 +1,7 @@
 # Shared helpers of the end-to-end tests (sourced). Usage in a test:
 #   source "$(dirname "$0")/common.sh" "$@"     # $1 = path of the ringtrain binary
 set -euo pipefail
-RINGTRAIN=${1:?usage: $0 PATH_TO_RINGTRAIN}
+RINGTRAIN=$(readlink -f "${1:?usage: $0 PATH_TO_RINGTRAIN}")
 MPIEXEC=${RINGTRAIN_MPIEXEC:-mpiexec}
 read -r -a MPIEXEC_ARGS <<<"${RINGTRAIN_MPIEXEC_ARGS:---oversubscribe --bind-to none}"
 if [ "$(id -u)" = 0 ]; then MPIEXEC_ARGS+=(--allow-run-as-root); fi

@@ -25,14 +25,14 @@ Xi = X.copy(); Xi[26, 0] = np.inf; save("inf.h5", Xi, y)
 save("x1d.h5", X[:, 0].copy(), y)
 save("names.h5", X, y, xname="features")
 save("floatlabels.h5", X, y.astype(np.float32))
-save("tiny.h5", X[:1], y[:1])
+save("tiny.h5", X[2:3], y[2:3])  # one row, label 2
 save("rowsdiffer.h5", X, y[:30])
 ym = y.copy(); ym[5] = -1; save("neglabel.h5", X, ym)
 # IDX: a truncated gzip stream, and images without their labels file
 hdr = bytes([0, 0, 8, 3, 0, 0, 0, 50, 0, 0, 0, 4, 0, 0, 0, 4])
 full = gzip.compress(hdr + bytes(range(256)) * 4)
 open(f"{d}/cut-images-idx3-ubyte.gz", "wb").write(full[: len(full) // 2])
-open(f"{d}/cut-labels-idx1-ubyte.gz", "wb").write(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 50]) + bytes(50)))
+open(f"{d}/cut-labels-idx1-ubyte.gz", "wb").write(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 50]) + bytes(i % 3 for i in range(50))))
 open(f"{d}/lonely-images-idx3-ubyte.gz", "wb").write(full)
 open(f"{d}/notdata.bin", "w").write("just text\n")
 # a truncated HDF5 file
@@ -40,6 +40,15 @@ big = rng.normal(size=(4000, 16)).astype(np.float32)
 save("big.h5", big, (np.arange(4000) % 3).astype(np.int32))
 raw = open(f"{d}/big.h5", "rb").read()
 open(f"{d}/trunc.h5", "wb").write(raw[: len(raw) // 2])
+# one flipped byte in a Fletcher32-checksummed chunk
+with h5py.File(f"{d}/sum.h5", "w") as f:
+    f.create_dataset("X", data=big, chunks=(500, 16), fletcher32=True)
+    f["y"] = (np.arange(4000) % 3).astype(np.int32)
+raw = bytearray(open(f"{d}/sum.h5", "rb").read())
+raw[len(raw) // 2] ^= 0x40
+open(f"{d}/flipped.h5", "wb").write(bytes(raw))
+save("hugelabels.h5", X, (np.arange(40) % 3 * 100000).astype(np.int64))
+save("oneclass.h5", X, np.zeros(40, np.int32))
 PY
 printf '[optim]\nlearning_rate = 0.1\n' >"$D/unknown_key.ini"
 printf '[optim\nlr = 0.1\n' >"$D/malformed.ini"
@@ -81,6 +90,12 @@ cases=(
   "unwritable run dir|afile/run|--data.train=$D/good.h5 --run.dir=$D/afile/run"
   "run dir holds a run|already holds a run|--data.train=$D/good.h5 --run.dir=$D/oldrun"
   "regression on IDX|regression|--task=regression --data.train=$D/lonely-images-idx3-ubyte.gz"
+  "abbreviated key|--optim.l|${good[*]} --optim.l=0.3"
+  "config file without --config|unexpected argument|${good[*]} $D/unknown_key.ini"
+  "integer overflow|train.batch_per_rank|${good[*]} --train.batch_per_rank=4294967297"
+  "flipped byte in HDF5|checksum|--data.train=$D/flipped.h5 --data.val_fraction=0"
+  "labels are not classes|classes|--data.train=$D/hugelabels.h5"
+  "a single class|2 or more classes|--data.train=$D/oneclass.h5"
 )
 
 for entry in "${cases[@]}"; do

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# A failure on ONE rank after start-up (rank 0 cannot write test_metrics.json
-# while rank 1 waits in the final barrier) must end the whole job quickly with
-# that rank's message and the runtime exit code, never a hang.
+# Ranks that fail or disagree must never hang the job:
+# - a failure on ONE rank after start-up (rank 0 cannot write
+#   test_metrics.json while rank 1 waits in the final barrier) ends the whole
+#   job quickly with that rank's message and the runtime exit code;
+# - ranks given different options, or different copies of a data file (as with
+#   node-local staging), are refused with exit code 2 before training.
 source "$(dirname "$0")/common.sh" "$@"
 [ -r "$FASHION/train-images-idx3-ubyte.gz" ] || skip_test "Fashion-MNIST not installed (dataset-fashion-mnist)"
 
@@ -20,4 +23,35 @@ grep -q '^ringtrain: error: rank 0: .*test_metrics.json' "$WORK/err" && pass "me
   || { fail "message"; cat "$WORK/err" >&2; }
 [ "$(ls "$WORK/run/test_metrics.json")" = "" ] && pass "nothing half-written left behind" || fail "leftovers"
 ls "$WORK/run" | grep -q '\.tmp$' && fail "temporary file left in the run directory" || pass "no temporary file left"
+
+# Disagreeing ranks, launched MPMD-style (one app context per rank).
+"$PY" -c "import h5py, numpy" 2>/dev/null || { finish; exit; }
+mkdir -p "$WORK/nodeA" "$WORK/nodeB"
+"$PY" - "$WORK" <<'PY'
+import sys, h5py, numpy as np
+for node, rows in (("nodeA", 40), ("nodeB", 80)):
+    with h5py.File(f"{sys.argv[1]}/{node}/data.h5", "w") as f:
+        f["X"] = np.ones((rows, 3), np.float32)
+        f["y"] = (np.arange(rows) % 2).astype(np.int32)
+PY
+mpmd() {  # name, needle, args of rank 0 ||| args of rank 1 (each: wdir then options)
+  local name=$1 needle=$2 w0=$3 a0=$4 w1=$5 a1=$6
+  set +e
+  # shellcheck disable=SC2086
+  timeout 60 "$MPIEXEC" "${MPIEXEC_ARGS[@]}" -n 1 -wdir "$w0" "$RINGTRAIN" train $a0 : \
+    -n 1 -wdir "$w1" "$RINGTRAIN" train $a1 >"$WORK/out" 2>"$WORK/err"
+  local rc=$?
+  set -e
+  if [ $rc = 124 ]; then fail "$name: hung"
+  elif [ $rc != 2 ]; then fail "$name: exit code $rc, expected 2"; cat "$WORK/err" >&2
+  elif ! grep -q "^ringtrain: error: .*$needle" "$WORK/err"; then fail "$name: message"; cat "$WORK/err" >&2
+  else pass "$name: $(grep '^ringtrain: error:' "$WORK/err" | head -1 | cut -c1-120)"; fi
+}
+common="--data.val_fraction=0 --train.epochs=1 --run.progress=false"
+mpmd "different options" "options differ from rank 0" \
+  "$WORK/nodeA" "--data.train=data.h5 --run.dir=$WORK/r1 $common" \
+  "$WORK/nodeA" "--data.train=data.h5 --run.dir=$WORK/r1 $common --train.batch_per_rank=32"
+mpmd "different copies of the data file" "data differs from rank 0" \
+  "$WORK/nodeA" "--data.train=data.h5 --run.dir=$WORK/r2 $common" \
+  "$WORK/nodeB" "--data.train=data.h5 --run.dir=$WORK/r2 $common"
 finish

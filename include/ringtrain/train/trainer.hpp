@@ -19,6 +19,7 @@
 #include "ringtrain/comm/communicator.hpp"
 #include "ringtrain/data/dataset.hpp"
 #include "ringtrain/data/sampler.hpp"
+#include "ringtrain/io/data_reader.hpp"
 #include "ringtrain/nn/metrics.hpp"
 #include "ringtrain/nn/mlp.hpp"
 #include "ringtrain/optim/lr_schedule.hpp"
@@ -60,7 +61,10 @@ class Trainer {
   const LrSchedule& schedule() const { return schedule_; }
 
  private:
-  void load_data();
+  DataSource source(const std::string& path) const;
+  void probe_data();         // shapes and labels of the files; no collectives
+  void check_ranks_agree();  // collective: same options and data on every rank
+  void read_data();          // this rank's rows; no collectives
   void build_model();
   void log_setup() const;
   double train_step(int64_t step, int64_t step_in_epoch);
@@ -71,6 +75,7 @@ class Trainer {
   TrainConfig cfg_;
   Communicator& comm_;
   RunLog log_;
+  SourceInfo train_info_, val_info_, test_info_;
   int64_t outputs_ = 0;
   int64_t dropped_rows_ = 0;
   Dataset train_, val_, test_;
