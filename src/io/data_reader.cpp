@@ -101,16 +101,14 @@ void read_hdf5_rows(hid_t ds, hid_t mem_type, const std::vector<int64_t>& rows, 
     if (H5Dread(ds, mem_type, mspace, fspace, H5P_DEFAULT, dst) < 0)
       throw UsageError(context + ": read failed (checksum mismatch or corrupt file)");
   };
-  if (rows.empty()) return;
-  const int64_t stride = rows.size() > 1 ? rows[1] - rows[0] : 1;
-  bool strided = stride > 0;
-  for (std::size_t i = 1; i < rows.size() && strided; ++i) strided = rows[i] - rows[i - 1] == stride;
-  if (strided) return read(hsize_t(rows[0]), hsize_t(stride), rows.size(), out);
-  // Irregular list (a validation split): read contiguous runs.
+  // Cut the (ascending) row list into arithmetic runs and read each run with
+  // one strided hyperslab: a rank's shard {r, r+p, ...} is a single run; with
+  // a validation split held out, runs break only where a held-out row falls.
   for (std::size_t i = 0; i < rows.size();) {
+    const int64_t stride = i + 1 < rows.size() ? rows[i + 1] - rows[i] : 1;
     std::size_t j = i + 1;
-    while (j < rows.size() && rows[j] == rows[j - 1] + 1) ++j;
-    read(hsize_t(rows[i]), 1, j - i, out + i * std::size_t(row_size));
+    while (j < rows.size() && rows[j] - rows[j - 1] == stride) ++j;
+    read(hsize_t(rows[i]), hsize_t(stride), j - i, out + i * std::size_t(row_size));
     i = j;
   }
 }

@@ -166,7 +166,7 @@ void Trainer::build_model() {
                                                  : int64_t(std::llround(cfg_.warmup_epochs * double(spe)));
   schedule_.decay = cfg_.decay;
   schedule_.total_steps = total_steps_;
-  schedule_.decay_every_steps = std::max<int64_t>(1, std::llround(cfg_.decay_every_epochs * double(spe)));
+  schedule_.decay_every_steps = std::llround(cfg_.decay_every_epochs * double(spe));  // validate(): >= 1
   schedule_.decay_gamma = cfg_.decay_gamma;
   schedule_.min_factor = cfg_.min_lr_factor;
   schedule_.validate();
@@ -191,9 +191,12 @@ void Trainer::log_setup() const {
   log_.info(str_cat("batch: ", cfg_.batch_per_rank, " per rank x ", p, " ranks = global batch ",
                     schedule_.global_batch, "; ", sampler_->steps_per_epoch(), " steps per epoch, ",
                     total_steps_, " steps"));
+  const bool climbs = schedule_.warmup_steps > 0 && schedule_.peak() > schedule_.base_lr;
   log_.info(str_cat("lr: ", cfg_.optim.name, " base ", schedule_.base_lr, " x ", schedule_.global_batch, "/",
-                    schedule_.ref_batch, " = ", schedule_.peak(), " after ", schedule_.warmup_steps,
-                    " warm-up steps, decay ", decay_name(schedule_.decay)));
+                    schedule_.ref_batch, " = ", schedule_.peak(),
+                    climbs ? str_cat(", reached by a linear warm-up over ", schedule_.warmup_steps, " steps")
+                           : std::string(", no warm-up"),
+                    ", then decay ", decay_name(schedule_.decay), " over ", total_steps_, " steps"));
   log_.info(str_cat("run directory: ", log_.dir()));
 }
 

@@ -48,17 +48,23 @@ TEST_CASE("lr_schedule: linear warm-up from base_lr to peak, then constant") {
   CHECK(make(Decay::kNone, 0).at(0) == doctest::Approx(0.4));  // no warm-up: peak at once
 }
 
-TEST_CASE("lr_schedule: step decay multiplies by gamma every period after warm-up") {
+TEST_CASE("lr_schedule: step decay multiplies by gamma every period, counted from step 0") {
   LrSchedule s = make(Decay::kStep, 10);
   s.decay_every_steps = 20;
   s.decay_gamma = 0.5;
   CHECK(s.at(5) == doctest::Approx(0.25));  // still warming up
   CHECK(s.at(10) == doctest::Approx(0.4));
-  CHECK(s.at(29) == doctest::Approx(0.4));
-  CHECK(s.at(30) == doctest::Approx(0.2));
-  CHECK(s.at(49) == doctest::Approx(0.2));
-  CHECK(s.at(50) == doctest::Approx(0.1));
-  CHECK(s.at(70) == doctest::Approx(0.05));
+  CHECK(s.at(19) == doctest::Approx(0.4));
+  CHECK(s.at(20) == doctest::Approx(0.2));  // as in Goyal et al.: epochs 30/60/80, not 30 after warm-up
+  CHECK(s.at(39) == doctest::Approx(0.2));
+  CHECK(s.at(40) == doctest::Approx(0.1));
+  CHECK(s.at(60) == doctest::Approx(0.05));
+}
+
+TEST_CASE("lr_schedule: a warm-up never starts above its target") {
+  LrSchedule s = make(Decay::kNone, 10);
+  s.global_batch = 128;  // peak 0.05 < base 0.1
+  for (int64_t t : {0, 5, 10, 100}) CHECK(s.at(t) == doctest::Approx(0.05));
 }
 
 TEST_CASE("lr_schedule: cosine decay from peak to peak*min_factor at total_steps") {

@@ -105,7 +105,9 @@ TEST_CASE("fewer training rows than ranks is a usage error on every rank") {
   auto comm = make_mpi_communicator("ring");
   const int p = comm->size();
   if (p < 2) return;
-  SharedDataFile data(*comm, synthetic_classification(p - 1, 3, 2));
+  Dataset tiny = synthetic_classification(p - 1, 3, 2);
+  tiny.labels[0] = 1;  // two classes even with a single row
+  SharedDataFile data(*comm, tiny);
   try {
     Trainer t(short_run_config(data.path(), data.dir() + "/run"), *comm);
     FAIL("expected an error");

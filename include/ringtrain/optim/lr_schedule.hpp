@@ -2,9 +2,13 @@
 // warm-up, then no decay, step decay or cosine decay (Goyal et al. 2017).
 //
 //   peak = base_lr * global_batch / ref_batch
-//   step < warmup:  lr = base_lr + (peak - base_lr) * step / warmup
+//   start = min(base_lr, peak)   (a warm-up never starts above its target:
+//                                 with global_batch < ref_batch it is flat)
+//   step < warmup:  lr = start + (peak - start) * step / warmup
 //   afterwards:     none   -> peak
-//                   step   -> peak * gamma^floor((step - warmup) / every)
+//                   step   -> peak * gamma^floor(step / every)  (counted from
+//                             step 0, as in Goyal et al.: decay at epochs
+//                             30, 60, 80 whatever the warm-up)
 //                   cosine -> floor + (peak - floor) * (1 + cos(pi * t)) / 2,
 //                             t = (step - warmup) / (total - warmup),
 //                             floor = peak * min_factor
