@@ -10,8 +10,8 @@
 #                                 train with N ranks (default 2); TRAIN OPTIONS go to
 #                                 `ringtrain train` (default --config configs/fashion_mnist.ini)
 #
-# Environment: RINGTRAIN_BUILD (default build/release), RINGTRAIN_TEST_PRESETS
-# (default "release asan"), RINGTRAIN_NO_INSTALL=1 to never call apt-get.
+# Environment: RINGTRAIN_TEST_PRESETS (default "release asan"),
+# RINGTRAIN_NO_INSTALL=1 to never call apt-get.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$ROOT"
@@ -87,8 +87,8 @@ run_train() {
       *)
         case "$1" in
           --config|--config=*) has_config=1 ;;
-          --run.dir=*) has_dir=1 ;;
-          --run.progress=*) has_progress=1 ;;
+          --run.dir|--run.dir=*) has_dir=1 ;;
+          --run.progress|--run.progress=*) has_progress=1 ;;
         esac
         args+=("$1"); shift ;;
     esac
@@ -97,10 +97,12 @@ run_train() {
   ensure_packages "${CORE_PKGS[@]}"
   build release
   [ $has_config = 1 ] || args=(--config "$ROOT/configs/fashion_mnist.ini" "${args[@]}")
-  [ $has_dir = 1 ] || args+=("--run.dir=runs/run-$(date +%Y%m%d-%H%M%S)")
+  [ $has_dir = 1 ] || args+=("--run.dir=runs/run-$(date +%Y%m%d-%H%M%S)-$$")
   # mpirun gives rank 0 a pseudo-terminal even when our output is a pipe or a
-  # file, so the live bar is decided here.
-  [ $has_progress = 1 ] || { [ -t 1 ] || args+=(--run.progress=false); }
+  # file, so ringtrain cannot tell: the live bar is decided here.
+  if [ $has_progress = 0 ]; then
+    if [ -t 1 ]; then args+=(--run.progress=true); else args+=(--run.progress=false); fi
+  fi
 
   mpirun_args
   if [ -n "$hostfile" ]; then

@@ -100,7 +100,7 @@ int run_app(int argc, char** argv) {
       std::printf("ringtrain %s\n", RINGTRAIN_VERSION);
       return kExitSuccess;
     }
-    throw UsageError(str_cat("unknown command '", command, "'\n", kUsage));
+    throw UsageError(str_cat("unknown command '", command, "' (commands: train, convert; ringtrain --help)"));
   } catch (const Error& e) {
     print_error(e.what());
     return e.exit_code();

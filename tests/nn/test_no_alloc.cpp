@@ -1,23 +1,12 @@
 // Nothing allocates in the step loop (DESIGN.md): malloc and friends are
-// interposed and counted around sample -> gather -> forward -> loss -> backward -> step.
+// counted (tests/support/alloc_counter) around
+// sample -> gather -> forward -> loss -> backward -> step.
 #include <doctest/doctest.h>
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
-#define RT_TEST_OWN_MALLOC 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define RT_TEST_OWN_MALLOC 1
-#endif
+#include "alloc_counter.hpp"
 
-// Sanitizers bring their own malloc; counting is only possible without them.
 #if !defined(RT_TEST_OWN_MALLOC)
 
-#include <errno.h>
-#include <malloc.h>
-
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -33,71 +22,9 @@
 #include "ringtrain/optim/optimizer.hpp"
 #include "ringtrain/util/philox.hpp"
 
-extern "C" {
-void* __libc_malloc(size_t);
-void __libc_free(void*);
-void* __libc_calloc(size_t, size_t);
-void* __libc_realloc(void*, size_t);
-void* __libc_memalign(size_t, size_t);
-}
-
-namespace {
-std::atomic<bool> g_counting{false};
-std::atomic<long> g_allocations{0};
-inline void note() {
-  if (g_counting.load(std::memory_order_relaxed)) g_allocations.fetch_add(1, std::memory_order_relaxed);
-}
-}  // namespace
-
-extern "C" {
-void* malloc(size_t n) noexcept {
-  note();
-  return __libc_malloc(n);
-}
-void free(void* p) noexcept { __libc_free(p); }
-void* calloc(size_t n, size_t size) noexcept {
-  note();
-  return __libc_calloc(n, size);
-}
-void* realloc(void* p, size_t n) noexcept {
-  note();
-  return __libc_realloc(p, n);
-}
-void* memalign(size_t align, size_t n) noexcept {
-  note();
-  return __libc_memalign(align, n);
-}
-void* aligned_alloc(size_t align, size_t n) noexcept {
-  note();
-  return __libc_memalign(align, n);
-}
-int posix_memalign(void** out, size_t align, size_t n) noexcept {
-  note();
-  if (align < sizeof(void*) || (align & (align - 1)) != 0) return EINVAL;
-  void* p = __libc_memalign(align, n);
-  if (!p) return ENOMEM;
-  *out = p;
-  return 0;
-}
-}
-
 namespace {
 using namespace ringtrain;
-
-// Counts allocations from construction until stop(); no doctest macro may run
-// in between (they allocate).
-class AllocationCounter {
- public:
-  AllocationCounter() {
-    g_allocations = 0;
-    g_counting = true;
-  }
-  ~AllocationCounter() { g_counting = false; }
-  long stop() {
-    g_counting = false;
-    return g_allocations.load();
-  }
-};
+using test::AllocationCounter;
 
 constexpr int kBatch = 64, kRows = 200;  // 200 rows: the last step of an epoch is short
 

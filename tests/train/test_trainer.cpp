@@ -67,6 +67,62 @@ TEST_CASE("p ranks with batch b match 1 rank with batch p*b after 20 steps") {
   }
 }
 
+TEST_CASE("p ranks match 1 rank also across short last batches (division by the true count)") {
+  auto comm = make_mpi_communicator("ring");
+  const int p = comm->size();
+  // 22 rows per rank, batch 4: 6 steps per epoch, the last one of 2 rows per rank.
+  SharedDataFile data(*comm, synthetic_classification(22 * p, 7, 3));
+  TrainConfig cfg = short_run_config(data.path(), data.dir() + "/run_p");
+  cfg.max_steps = 0;
+  cfg.epochs = 2;
+  Trainer parallel(cfg, *comm);
+  CHECK(parallel.sampler().batch_size(5) == 2);
+  parallel.run();
+  const std::vector<float> got = params_of(parallel);
+  bool close = true;
+  if (comm->rank() == 0) {
+    SelfCommunicator self;
+    TrainConfig one = cfg;
+    one.batch_per_rank = 4 * p;
+    one.run_dir = data.dir() + "/run_1";
+    Trainer single(one, self);
+    CHECK(single.sampler().batch_size(5) == 2 * p);
+    single.run();
+    const std::vector<float> want = params_of(single);
+    double worst = 0;
+    for (std::size_t i = 0; i < want.size(); ++i)
+      worst = std::max(worst, double(std::abs(want[i] - got[i])) / (1e-3 + std::abs(want[i])));
+    CAPTURE(worst);
+    close = worst < 1e-4;
+    CHECK(close);
+  }
+  CHECK(all_ranks(*comm, close));
+}
+
+TEST_CASE("a short batch is averaged over the rows it has, not the nominal batch size") {
+  auto comm = make_mpi_communicator("ring");
+  const int p = comm->size();
+  SharedDataFile data(*comm, synthetic_classification(3 * p, 5, 2));
+  // One step over all 3p rows: with batch 8 (a short batch of 3 per rank) and
+  // with batch 3, at the same effective lr, must give the same parameters.
+  TrainConfig a = short_run_config(data.path(), data.dir() + "/run_a");
+  a.max_steps = 1;
+  a.batch_per_rank = 8;
+  a.lr = 0.3;  // peak 0.3 * 8p / 256
+  TrainConfig b = a;
+  b.run_dir = data.dir() + "/run_b";
+  b.batch_per_rank = 3;
+  b.lr = 0.8;  // peak 0.8 * 3p / 256, the same
+  Trainer ta(a, *comm), tb(b, *comm);
+  REQUIRE(ta.schedule().at(0) == doctest::Approx(tb.schedule().at(0)));
+  ta.run();
+  tb.run();
+  const auto pa = params_of(ta), pb = params_of(tb);
+  double worst = 0;
+  for (std::size_t i = 0; i < pa.size(); ++i) worst = std::max(worst, double(std::abs(pa[i] - pb[i])));
+  CHECK(worst < 1e-6);
+}
+
 TEST_CASE("ring and MPI_Allreduce give the same training result") {
   auto ring = make_mpi_communicator("ring");
   auto mpi = make_mpi_communicator("mpi");

@@ -56,6 +56,11 @@ class Trainer {
   Trainer(TrainConfig cfg, Communicator& comm);
   TrainResult run();
 
+  // One synchronous step: local batch, forward, backward, all-reduce,
+  // optimizer. Returns the global loss sum. Public for tests and benchmarks;
+  // run() is the training loop.
+  double train_step(int64_t step, int64_t step_in_epoch);
+
   const Mlp& model() const { return *model_; }
   const ShardSampler& sampler() const { return *sampler_; }
   const LrSchedule& schedule() const { return schedule_; }
@@ -67,7 +72,6 @@ class Trainer {
   void read_data();          // this rank's rows; no collectives
   void build_model();
   void log_setup() const;
-  double train_step(int64_t step, int64_t step_in_epoch);
   std::map<std::string, double> evaluate(const Dataset& data, const std::string& prefix);
   // Evaluates (when there is a validation set), logs and resets the window.
   void log_evaluation(int64_t step, TrainWindow& window, TrainResult& result);
