@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <fstream>
+#include <sstream>
 
 #include "ringtrain/app/options.hpp"
 #include "ringtrain/util/error.hpp"
@@ -68,6 +69,25 @@ TEST_CASE("--help lists every option with its default") {
   CHECK(a.help);
   CHECK(a.help_text.find("--optim.lr arg (=0.1)") != std::string::npos);
   CHECK(a.help_text.find("--train.batch_per_rank arg (=64)") != std::string::npos);
+  // Every key of the effective configuration, with its default, is in the help.
+  std::istringstream ini(parse_train_args({}).config.effective_ini);
+  std::string line, section;
+  int keys = 0;
+  while (std::getline(ini, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    if (line[0] == '[') {
+      section = line.substr(1, line.size() - 2) + ".";
+      continue;
+    }
+    const auto eq = line.find(" = ");
+    REQUIRE(eq != std::string::npos);
+    const std::string key = section + line.substr(0, eq), value = line.substr(eq + 3);
+    CAPTURE(key);
+    const std::string shown = value.empty() ? "--" + key + " arg" : "--" + key + " arg (=" + value + ")";
+    CHECK(a.help_text.find(shown) != std::string::npos);
+    ++keys;
+  }
+  CHECK(keys >= 30);
 }
 
 TEST_CASE("abbreviated keys and bare words are refused, not guessed or ignored") {
