@@ -22,6 +22,35 @@ std::vector<float> params_of(const Trainer& t) {
   return {t.model().params(), t.model().params() + t.model().num_params()};
 }
 
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double worst = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, double(std::abs(a[i] - b[i])));
+  return worst;
+}
+
+// Rank 0 trains `cfg` alone with batch p*b on the same rows and compares with
+// the p-rank result `got` (relative tolerance); every rank learns the verdict.
+bool matches_single_rank(Communicator& comm, const TrainConfig& cfg, const std::vector<float>& got) {
+  bool close = true;
+  if (comm.rank() == 0) {
+    SelfCommunicator self;
+    TrainConfig one = cfg;
+    one.batch_per_rank = cfg.batch_per_rank * comm.size();
+    one.run_dir = cfg.run_dir + "_single";
+    Trainer single(one, self);
+    single.run();
+    const std::vector<float> want = params_of(single);
+    REQUIRE(want.size() == got.size());
+    double worst = 0;
+    for (std::size_t i = 0; i < want.size(); ++i)
+      worst = std::max(worst, double(std::abs(want[i] - got[i])) / (1e-3 + std::abs(want[i])));
+    CAPTURE(worst);
+    close = worst < 1e-4;
+    CHECK(close);
+  }
+  return all_ranks(comm, close);
+}
+
 }  // namespace
 
 TEST_CASE("p ranks with batch b match 1 rank with batch p*b after 20 steps") {
@@ -39,26 +68,7 @@ TEST_CASE("p ranks with batch b match 1 rank with batch p*b after 20 steps") {
     CHECK(res.steps == 20);
     CHECK(res.examples_seen == 20 * 4 * p);
     const std::vector<float> got = params_of(parallel);
-
-    bool close = true;
-    if (comm->rank() == 0) {
-      SelfCommunicator self;
-      TrainConfig one = cfg;
-      one.batch_per_rank = 4 * p;
-      one.run_dir = data.dir() + "/run_1_" + optim;
-      Trainer single(one, self);
-      CHECK(single.schedule().global_batch == parallel.schedule().global_batch);
-      single.run();
-      const std::vector<float> want = params_of(single);
-      REQUIRE(want.size() == got.size());
-      double worst = 0;
-      for (std::size_t i = 0; i < want.size(); ++i)
-        worst = std::max(worst, double(std::abs(want[i] - got[i])) / (1e-3 + std::abs(want[i])));
-      CAPTURE(worst);
-      close = worst < 1e-4;
-      CHECK(close);
-    }
-    CHECK(all_ranks(*comm, close));
+    CHECK(matches_single_rank(*comm, cfg, got));
 
     // Replicas are bit-identical across ranks.
     std::vector<float> root = got;
@@ -78,25 +88,7 @@ TEST_CASE("p ranks match 1 rank also across short last batches (division by the 
   Trainer parallel(cfg, *comm);
   CHECK(parallel.sampler().batch_size(5) == 2);
   parallel.run();
-  const std::vector<float> got = params_of(parallel);
-  bool close = true;
-  if (comm->rank() == 0) {
-    SelfCommunicator self;
-    TrainConfig one = cfg;
-    one.batch_per_rank = 4 * p;
-    one.run_dir = data.dir() + "/run_1";
-    Trainer single(one, self);
-    CHECK(single.sampler().batch_size(5) == 2 * p);
-    single.run();
-    const std::vector<float> want = params_of(single);
-    double worst = 0;
-    for (std::size_t i = 0; i < want.size(); ++i)
-      worst = std::max(worst, double(std::abs(want[i] - got[i])) / (1e-3 + std::abs(want[i])));
-    CAPTURE(worst);
-    close = worst < 1e-4;
-    CHECK(close);
-  }
-  CHECK(all_ranks(*comm, close));
+  CHECK(matches_single_rank(*comm, cfg, params_of(parallel)));
 }
 
 TEST_CASE("a short batch is averaged over the rows it has, not the nominal batch size") {
@@ -117,10 +109,7 @@ TEST_CASE("a short batch is averaged over the rows it has, not the nominal batch
   REQUIRE(ta.schedule().at(0) == doctest::Approx(tb.schedule().at(0)));
   ta.run();
   tb.run();
-  const auto pa = params_of(ta), pb = params_of(tb);
-  double worst = 0;
-  for (std::size_t i = 0; i < pa.size(); ++i) worst = std::max(worst, double(std::abs(pa[i] - pb[i])));
-  CHECK(worst < 1e-6);
+  CHECK(max_abs_diff(params_of(ta), params_of(tb)) < 1e-6);
 }
 
 TEST_CASE("ring and MPI_Allreduce give the same training result") {
@@ -135,10 +124,7 @@ TEST_CASE("ring and MPI_Allreduce give the same training result") {
   Trainer b(cfg, *mpi);
   a.run();
   b.run();
-  const auto pa = params_of(a), pb = params_of(b);
-  double worst = 0;
-  for (std::size_t i = 0; i < pa.size(); ++i) worst = std::max(worst, double(std::abs(pa[i] - pb[i])));
-  CHECK(worst < 1e-5);
+  CHECK(max_abs_diff(params_of(a), params_of(b)) < 1e-5);
 }
 
 TEST_CASE("uneven shards: every rank runs the same number of steps, remainder rows dropped") {
