@@ -248,7 +248,22 @@ std::map<std::string, double> Trainer::evaluate(const Dataset& d, const std::str
   return out;
 }
 
+void Trainer::check_replicas(int64_t step) {
+  // FNV-1a over the parameter bytes: cheap next to an evaluation, and any
+  // difference between replicas (a bug, a bit flip) changes it.
+  const auto* bytes = reinterpret_cast<const unsigned char*>(model_->params());
+  uint64_t hash = 1469598103934665603ull;
+  for (std::size_t i = 0; i < model_->num_params() * sizeof(float); ++i) hash = (hash ^ bytes[i]) * 1099511628211ull;
+  uint64_t root = hash;
+  comm_.broadcast(&root, sizeof(root), 0);
+  run_collectively(comm_, [&] {
+    if (hash != root)
+      throw RuntimeError(str_cat("replicas diverged: this rank's parameters differ from rank 0's at step ", step));
+  });
+}
+
 void Trainer::log_evaluation(int64_t step, TrainWindow& window, TrainResult& result) {
+  check_replicas(step);
   const int64_t spe = sampler_->steps_per_epoch();
   EvalRecord rec;
   rec.step = step;

@@ -216,3 +216,20 @@ TEST_CASE("a diverging run stops on every rank at the same step with a runtime e
   // Same message (same step) everywhere.
   CHECK(broadcast_string(*comm, message, 0) == message);
 }
+
+TEST_CASE("replicas that drift apart are caught at the next evaluation") {
+  auto comm = make_mpi_communicator("ring");
+  const int p = comm->size();
+  SharedDataFile data(*comm, synthetic_classification(40 * p, 4, 2));
+  Trainer t(short_run_config(data.path(), data.dir() + "/run"), *comm);
+  CHECK_NOTHROW(t.check_replicas(0));
+  if (p < 2) return;
+  if (comm->rank() == p - 1) t.model().params()[3] += 1e-6f;  // one rank's copy drifts
+  try {
+    t.run();
+    FAIL("expected the drift to be caught");
+  } catch (const CollectiveError& e) {
+    CHECK(e.exit_code() == kExitRuntime);
+    CHECK(std::string(e.what()).find("rank " + std::to_string(p - 1) + ": replicas diverged") != std::string::npos);
+  }
+}

@@ -62,6 +62,10 @@ class Trainer {
   double train_step(int64_t step, int64_t step_in_epoch);
 
   const Mlp& model() const { return *model_; }
+  Mlp& model() { return *model_; }
+  // Collective: throws CollectiveError on every rank if any rank's
+  // parameters differ from rank 0's. Run at every evaluation.
+  void check_replicas(int64_t step);
   const ShardSampler& sampler() const { return *sampler_; }
   const LrSchedule& schedule() const { return schedule_; }
 
