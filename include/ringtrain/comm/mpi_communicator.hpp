@@ -16,7 +16,6 @@ class MpiEnvironment {
   ~MpiEnvironment();
   MpiEnvironment(const MpiEnvironment&) = delete;
   MpiEnvironment& operator=(const MpiEnvironment&) = delete;
-  static int world_rank();  // 0 before MPI_Init
 };
 
 // A communicator over a duplicate of MPI_COMM_WORLD. `algorithm` picks the

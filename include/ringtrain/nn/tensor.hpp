@@ -14,7 +14,5 @@ using MatMap = Eigen::Map<MatrixR>;
 using ConstMatMap = Eigen::Map<const MatrixR>;
 using RowVecMap = Eigen::Map<Eigen::RowVectorXf>;
 using ConstRowVecMap = Eigen::Map<const Eigen::RowVectorXf>;
-using VecMap = Eigen::Map<Eigen::VectorXf>;
-using ConstVecMap = Eigen::Map<const Eigen::VectorXf>;
 
 }  // namespace ringtrain
