@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <new>
 #include <vector>
 
 namespace ringtrain {
@@ -28,6 +29,9 @@ void run_collectively(Communicator& comm, const std::function<void()>& fn) {
   } catch (const Error& e) {
     message = e.what();
     code = e.exit_code();
+  } catch (const std::bad_alloc&) {
+    message = "out of memory (the model, the batch or this rank's data does not fit)";
+    code = kExitRuntime;
   } catch (const std::exception& e) {
     message = e.what();
     code = kExitRuntime;
