@@ -1,11 +1,13 @@
-// Subcommands `train` and `convert`, and the mapping of errors to exit codes:
-// 0 success, 2 bad input or usage, 3 runtime failure (util/error.hpp).
+// Subcommands and the mapping of outcomes to exit codes: 0 success, 2 bad
+// input or usage, 3 runtime failure, 4 early stopping, 5 diverged
+// (util/error.hpp).
 #include "ringtrain/app/app.hpp"
 
 #include <cstdio>
 #include <string>
 #include <vector>
 
+#include "ringtrain/app/model_commands.hpp"
 #include "ringtrain/app/options.hpp"
 #include "ringtrain/comm/mpi_communicator.hpp"
 #include "ringtrain/io/data_reader.hpp"
@@ -19,6 +21,10 @@ constexpr const char* kUsage =
     "usage: ringtrain <command> [options]\n"
     "commands:\n"
     "  train     train a model (ringtrain train --help lists every option)\n"
+    "  evaluate  print every metric of a saved model on a data file:\n"
+    "            ringtrain evaluate --model FILE --data FILE\n"
+    "  predict   write a saved model's predictions: ringtrain predict --model FILE --input X.h5 --output P.h5\n"
+    "  inspect   show what a model or checkpoint file holds: ringtrain inspect FILE\n"
     "  convert   convert IDX images (+ labels beside them) to an HDF5 data file:\n"
     "            ringtrain convert IMAGES_IDX OUTPUT.h5\n";
 
@@ -48,9 +54,18 @@ int run_train(int argc, char** argv, const std::vector<std::string>& args) {
     run_collectively(*comm, [&] { training_comm = make_mpi_communicator(parsed.config.comm_algorithm); });
     comm = std::move(training_comm);
     Trainer trainer(parsed.config, *comm);
-    trainer.run();
+    const TrainResult result = trainer.run();
     comm->barrier();
-    return kExitSuccess;
+    switch (result.stop) {
+      case StopReason::kPatience:
+      case StopReason::kBaseline:
+        return kExitEarlyStop;
+      case StopReason::kDivergence:
+      case StopReason::kNonFinite:
+        return kExitDiverged;
+      default:
+        return kExitSuccess;
+    }
   } catch (const CollectiveError& e) {
     // Every rank knows; say it once.
     if (comm->rank() == 0) print_error(e.what());
@@ -92,6 +107,9 @@ int run_app(int argc, char** argv) {
   try {
     if (command == "train") return run_train(argc, argv, args);
     if (command == "convert") return run_convert(args);
+    if (command == "evaluate") return run_evaluate(args);
+    if (command == "predict") return run_predict(args);
+    if (command == "inspect") return run_inspect(args);
     if (command == "--help" || command == "-h" || command == "help") {
       std::printf("%s", kUsage);
       return kExitSuccess;
@@ -100,7 +118,7 @@ int run_app(int argc, char** argv) {
       std::printf("ringtrain %s\n", RINGTRAIN_VERSION);
       return kExitSuccess;
     }
-    throw UsageError(str_cat("unknown command '", command, "' (commands: train, convert; ringtrain --help)"));
+    throw UsageError(str_cat("unknown command '", command, "' (commands: train, evaluate, predict, inspect, convert; ringtrain --help)"));
   } catch (const Error& e) {
     print_error(e.what());
     return e.exit_code();

@@ -28,6 +28,8 @@ struct OptionDef {
 // The one list of training options. Keep DESIGN.md's spellings.
 const OptionDef kOptions[] = {
     {"task", "classification", "classification | regression"},
+    {"resume", "none", "none | auto (newest valid checkpoint of run.dir; start fresh if there is none) | "
+                       "PATH of a checkpoint file"},
     {"run.dir", "runs/default", "run directory (created if missing)"},
     {"run.progress", "auto", "live progress bar: auto (when stdout is a terminal and no MPI launcher is "
                              "in between: mpirun hands ranks a pseudo-terminal even when its own output is a "
@@ -59,12 +61,37 @@ const OptionDef kOptions[] = {
     {"optim.decay_gamma", "0.1", "step decay factor"},
     {"optim.min_lr_factor", "0", "cosine decay floor as a fraction of the scaled lr"},
     {"train.batch_per_rank", "64", "batch per rank; global batch = batch_per_rank * ranks"},
-    {"train.epochs", "10", "passes over the training data"},
-    {"train.max_steps", "0", "stop after this many steps (0: no limit)"},
+    {"train.epochs", "10", "passes over the training data (unless train.examples is given)"},
+    {"train.examples", "0", "training length in examples instead of passes: a count (600000) or passes' "
+                            "worth (14.3x); independent of batch and world size (0: use train.epochs)"},
+    {"train.evals", "0", "evaluation + checkpoint points spread evenly over the training length "
+                         "(virtual epochs; 0: one per pass over the data)"},
+    {"train.max_steps", "0", "cap on the planned steps (0: no limit); shortens the schedule too"},
+    {"train.stop_after_steps", "0", "end this invocation after N steps in all, with a checkpoint, as a "
+                                    "pre-emption would; the schedule still plans the whole run (0: off)"},
+    {"train.init_from", "", "start from the weights of this model or checkpoint file (fresh optimizer)"},
+    {"train.freeze", "", "layers to keep fixed, comma-separated (dense_0,dense_1)"},
+    {"train.new_head", "false", "with train.init_from: a fresh output layer when the output size differs"},
+    {"train.allow_reshape", "false", "resume with another world size or batch per rank (same examples seen, "
+                                     "lr rescaled; not bit-exact)"},
     {"train.seed", "42", "seed of initialisation, shuffling, dropout and the validation split"},
     {"train.shuffle", "true", "reshuffle each rank's rows every epoch"},
-    {"eval.every_steps", "0", "evaluate every N steps (0: after every epoch)"},
+    {"eval.every_steps", "0", "evaluate every N steps (0: at every (virtual) epoch boundary)"},
     {"eval.batch_size", "1024", "rows per forward pass during evaluation"},
+    {"eval.monitor", "auto", "metric that picks the best model: val_loss, val_accuracy, val_error, val_mcc, "
+                             "val_macro_f1, val_mse, val_mae, train_loss (auto: val_loss, or train_loss "
+                             "without validation data)"},
+    {"eval.mode", "auto", "auto (from the metric) | min | max"},
+    {"eval.min_delta", "0", "smallest change that counts as a new best: absolute (0.001) or relative (0.5%)"},
+    {"eval.keep_best", "1", "keep the k best models as best-step<N>.h5 besides best.h5 (1: best.h5 only)"},
+    {"checkpoint.every_steps", "0", "also checkpoint every N steps (0: off)"},
+    {"checkpoint.every_seconds", "0", "also checkpoint when this many seconds passed since the last (0: off)"},
+    {"checkpoint.keep_last", "2", "checkpoints kept (0: write none)"},
+    {"early_stop.patience", "0", "stop after this many evaluations without improvement (0: off)"},
+    {"early_stop.min_delta", "0", "smallest improvement that resets the patience: absolute or relative (1%)"},
+    {"early_stop.baseline", "", "stop unless the monitor beats this value within the patience (empty: none)"},
+    {"early_stop.divergence", "", "stop at once when the monitor is worse than this (empty: none)"},
+    {"early_stop.restore_best", "false", "end with the best weights as the final model, whatever stopped it"},
     {"comm.algorithm", "ring", "gradient all-reduce: ring (ringtrain's) | mpi (MPI_Allreduce)"},
 };
 
@@ -128,6 +155,15 @@ std::vector<int> to_int_list(const Values& vals, const std::string& key) {
   return out;
 }
 
+std::vector<std::string> to_name_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
 TrainConfig to_config(const Values& v) {
   TrainConfig c;
   c.task = parse_task(v.at("task"));
@@ -175,6 +211,30 @@ TrainConfig to_config(const Values& v) {
   c.shuffle = to_bool(v, "train.shuffle");
   c.eval_every_steps = to_int(v, "eval.every_steps", 0);
   c.eval_batch = int(to_int(v, "eval.batch_size", 1, kMaxInt));
+  c.examples = v.at("train.examples");
+  c.evals = to_int(v, "train.evals", 0);
+  c.stop_after_steps = to_int(v, "train.stop_after_steps", 0);
+  c.init_from = v.at("train.init_from");
+  c.freeze = to_name_list(v.at("train.freeze"));
+  c.new_head = to_bool(v, "train.new_head");
+  c.allow_reshape = to_bool(v, "train.allow_reshape");
+  c.monitor = v.at("eval.monitor");
+  c.mode = v.at("eval.mode");
+  if (c.mode != "auto" && c.mode != "min" && c.mode != "max") bad_value("eval.mode", c.mode, "auto, min or max");
+  c.min_delta = v.at("eval.min_delta");
+  c.keep_best = int(to_int(v, "eval.keep_best", 1, 1000));
+  c.checkpoint_every_steps = to_int(v, "checkpoint.every_steps", 0);
+  c.checkpoint_every_seconds = to_double(v, "checkpoint.every_seconds");
+  if (c.checkpoint_every_seconds < 0)
+    throw UsageError(str_cat("checkpoint.every_seconds: must be >= 0, got ", c.checkpoint_every_seconds));
+  c.checkpoint_keep_last = int(to_int(v, "checkpoint.keep_last", 0, 1000000));
+  c.patience = to_int(v, "early_stop.patience", 0);
+  c.es_min_delta = v.at("early_stop.min_delta");
+  c.baseline = v.at("early_stop.baseline");
+  c.divergence = v.at("early_stop.divergence");
+  c.restore_best = to_bool(v, "early_stop.restore_best");
+  c.resume = v.at("resume");
+  if (c.resume.empty()) bad_value("resume", c.resume, "none, auto or a checkpoint path");
   c.comm_algorithm = v.at("comm.algorithm");
   if (c.comm_algorithm != "ring" && c.comm_algorithm != "mpi")
     bad_value("comm.algorithm", c.comm_algorithm, "ring or mpi");

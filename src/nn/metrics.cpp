@@ -65,6 +65,7 @@ std::map<std::string, double> EvalSums::metrics() const {
     double correct = 0;
     for (int i = 0; i < classes_; ++i) correct += confusion(i, i);
     m["accuracy"] = correct / n;
+    m["error"] = 1.0 - correct / n;
     m["mcc"] = matthews_corrcoef(conf, classes_);
     m["macro_f1"] = macro_f1(conf, classes_);
   } else {
@@ -72,6 +73,24 @@ std::map<std::string, double> EvalSums::metrics() const {
     m["mae"] = data_[2] / (n * outputs_);
   }
   return m;
+}
+
+const char* metric_mode_name(MetricMode m) { return m == MetricMode::kMin ? "min" : "max"; }
+
+std::optional<MetricMode> metric_direction(const std::string& name) {
+  // The part after the last '_' prefix group: val_macro_f1 -> macro_f1.
+  static const std::pair<const char*, MetricMode> kRegistry[] = {
+      {"loss", MetricMode::kMin},     {"error", MetricMode::kMin},   {"mse", MetricMode::kMin},
+      {"mae", MetricMode::kMin},      {"accuracy", MetricMode::kMax}, {"mcc", MetricMode::kMax},
+      {"macro_f1", MetricMode::kMax},
+  };
+  for (const auto& [base, mode] : kRegistry) {
+    const std::string b = base;
+    if (name == b || (name.size() > b.size() && name.compare(name.size() - b.size(), b.size(), b) == 0 &&
+                      name[name.size() - b.size() - 1] == '_'))
+      return mode;
+  }
+  return std::nullopt;
 }
 
 }  // namespace ringtrain

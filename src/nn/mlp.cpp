@@ -1,7 +1,9 @@
 // Mlp forward/backward over preallocated workspaces (see mlp.hpp).
 #include "ringtrain/nn/mlp.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "ringtrain/util/error.hpp"
 #include "ringtrain/util/philox.hpp"
@@ -22,24 +24,52 @@ std::string MlpSpec::architecture() const {
   return s;
 }
 
-Mlp::Mlp(MlpSpec spec, int max_batch) : spec_(std::move(spec)), max_batch_(max_batch) {
-  if (spec_.sizes.size() < 2) throw UsageError("model: need at least an input and an output size");
-  for (int s : spec_.sizes)
-    if (s <= 0) throw UsageError(str_cat("model: layer sizes must be positive, got ", spec_.architecture()));
+ParamLayout mlp_layout(const MlpSpec& spec) {
+  if (spec.sizes.size() < 2) throw UsageError("model: need at least an input and an output size");
+  for (int s : spec.sizes)
+    if (s <= 0) throw UsageError(str_cat("model: layer sizes must be positive, got ", spec.architecture()));
+  ParamLayout layout;
+  // Reverse order: the output layer's tensors come first in the flat buffer.
+  for (int l = int(spec.sizes.size()) - 2; l >= 0; --l) {
+    const std::string name = "dense_" + std::to_string(l);
+    layout.add(name + "/kernel", {std::size_t(spec.sizes[l]), std::size_t(spec.sizes[l + 1])});
+    layout.add(name + "/bias", {std::size_t(spec.sizes[l + 1])});
+  }
+  return layout;
+}
+
+std::vector<int> parse_architecture(const std::string& text, const std::string& context) {
+  std::vector<int> sizes;
+  std::size_t pos = 0;
+  while (pos <= text.size()) {
+    const std::size_t dash = std::min(text.find('-', pos), text.size());
+    const std::string item = text.substr(pos, dash - pos);
+    char* end = nullptr;
+    const long v = std::strtol(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || v <= 0 || v > (1 << 24))
+      throw UsageError(str_cat(context, ": malformed architecture '", text, "'"));
+    sizes.push_back(int(v));
+    pos = dash + 1;
+  }
+  if (sizes.size() < 2) throw UsageError(str_cat(context, ": malformed architecture '", text, "'"));
+  return sizes;
+}
+
+Mlp::Mlp(MlpSpec spec, int max_batch)
+    : spec_(std::move(spec)), max_batch_(max_batch), layout_(mlp_layout(spec_)) {
   if (!(spec_.dropout >= 0.0f && spec_.dropout < 1.0f))
     throw UsageError(str_cat("model.dropout: expected a value in [0, 1), got ", spec_.dropout));
   if (max_batch_ <= 0) throw UsageError(str_cat("batch size must be positive, got ", max_batch_));
 
   const int n = num_layers();
   layers_.resize(n);
-  // Reverse order: the output layer's tensors come first in the flat buffer.
-  for (int l = n - 1; l >= 0; --l) {
+  for (int l = 0; l < n; ++l) {
     Layer& L = layers_[l];
     L.in = spec_.sizes[l];
     L.out = spec_.sizes[l + 1];
     const std::string name = "dense_" + std::to_string(l);
-    L.kernel = layout_.add(name + "/kernel", {std::size_t(L.in), std::size_t(L.out)});
-    L.bias = layout_.add(name + "/bias", {std::size_t(L.out)});
+    L.kernel = layout_.find(name + "/kernel").offset;
+    L.bias = layout_.find(name + "/bias").offset;
   }
   // Allocate and touch every buffer once, here, never in the step loop.
   params_.assign(layout_.total(), 0.0f);

@@ -1,7 +1,9 @@
 // SGD (momentum, Nesterov, L2) and AdamW over flat buffers (see optimizer.hpp).
 #include "ringtrain/optim/optimizer.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "ringtrain/util/error.hpp"
 
@@ -13,19 +15,48 @@ Sgd::Sgd(std::size_t n, double momentum, bool nesterov, double weight_decay)
   if (momentum_ != 0.0f) slots_.push_back({"momentum", BigBuffer<float>(n, 0.0f)});
 }
 
+void Optimizer::freeze(const std::vector<std::pair<std::size_t, std::size_t>>& frozen) {
+  std::vector<char> mask(n_, 1);
+  for (const auto& [b, e] : frozen) {
+    RT_CHECK(b <= e && e <= n_, "frozen range ", b, "..", e, " of ", n_);
+    std::fill(mask.begin() + std::ptrdiff_t(b), mask.begin() + std::ptrdiff_t(e), 0);
+  }
+  trainable_.clear();
+  for (std::size_t i = 0; i < n_;) {
+    if (!mask[i]) {
+      ++i;
+      continue;
+    }
+    std::size_t j = i;
+    while (j < n_ && mask[j]) ++j;
+    trainable_.emplace_back(i, j);
+    i = j;
+  }
+}
+
 void Sgd::step(float* w, const float* g, float lr, float scale) {
   ++steps_;
   const float mu = momentum_, wd = weight_decay_;
-  if (mu == 0.0f) {
-    for (std::size_t i = 0; i < n_; ++i) w[i] -= lr * (scale * g[i] + wd * w[i]);
-    return;
+  for (const auto& [begin, end] : trainable_) {
+    if (mu == 0.0f) {
+      for (std::size_t i = begin; i < end; ++i) w[i] -= lr * (scale * g[i] + wd * w[i]);
+      continue;
+    }
+    float* v = slots_[0].values.data();
+    for (std::size_t i = begin; i < end; ++i) {
+      const float gi = scale * g[i] + wd * w[i];
+      v[i] = mu * v[i] + gi;
+      w[i] -= lr * (nesterov_ ? gi + mu * v[i] : v[i]);
+    }
   }
-  float* v = slots_[0].values.data();
-  for (std::size_t i = 0; i < n_; ++i) {
-    const float gi = scale * g[i] + wd * w[i];
-    v[i] = mu * v[i] + gi;
-    w[i] -= lr * (nesterov_ ? gi + mu * v[i] : v[i]);
-  }
+}
+
+std::vector<std::pair<std::string, double>> Sgd::hyper_parameters() const {
+  return {{"momentum", momentum_}, {"nesterov", nesterov_ ? 1.0 : 0.0}, {"weight_decay", weight_decay_}};
+}
+
+std::vector<std::pair<std::string, double>> AdamW::hyper_parameters() const {
+  return {{"beta1", beta1_}, {"beta2", beta2_}, {"eps", eps_}, {"weight_decay", weight_decay_}};
 }
 
 AdamW::AdamW(std::size_t n, double beta1, double beta2, double eps, double weight_decay)
@@ -44,12 +75,25 @@ void AdamW::step(float* w, const float* g, float lr, float scale) {
   const float decay = 1.0f - lr * weight_decay_;
   float* m = slots_[0].values.data();
   float* v = slots_[1].values.data();
-  for (std::size_t i = 0; i < n_; ++i) {
-    const float gi = scale * g[i];
-    m[i] = b1 * m[i] + (1.0f - b1) * gi;
-    v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-    w[i] = w[i] * decay - step_size * m[i] / (std::sqrt(v[i]) / c2_sqrt + eps_);
+  for (const auto& [begin, end] : trainable_)
+    for (std::size_t i = begin; i < end; ++i) {
+      const float gi = scale * g[i];
+      m[i] = b1 * m[i] + (1.0f - b1) * gi;
+      v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+      w[i] = w[i] * decay - step_size * m[i] / (std::sqrt(v[i]) / c2_sqrt + eps_);
+    }
+}
+
+bool all_finite(const float* x, std::size_t n) {
+  // Non-finite floats are exactly those whose exponent bits are all ones.
+  constexpr uint32_t kExp = 0x7f800000u;
+  uint32_t bad = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, x + i, sizeof bits);
+    bad |= uint32_t((bits & kExp) == kExp);
   }
+  return bad == 0;
 }
 
 std::unique_ptr<Optimizer> make_optimizer(const OptimSpec& s, std::size_t n) {

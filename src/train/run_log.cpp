@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "ringtrain/io/atomic_file.hpp"
@@ -19,7 +20,7 @@ namespace fs = std::filesystem;
 RunLog::RunLog(bool active, std::string run_dir, bool progress)
     : active_(active), tty_(active && progress && ::isatty(STDOUT_FILENO)), dir_(std::move(run_dir)) {}
 
-void RunLog::start(const std::string& effective_ini) {
+void RunLog::start(const std::string& effective_ini, bool resuming) {
   if (!active_) return;
   std::error_code ec;
   fs::create_directories(dir_, ec);
@@ -28,9 +29,26 @@ void RunLog::start(const std::string& effective_ini) {
   if (::access(dir_.c_str(), W_OK) != 0)
     throw UsageError(str_cat("run.dir: run directory '", dir_, "' is not writable"));
   // Never mix two runs' records in one directory (nor overwrite the old one).
-  if (fs::exists(dir_ + "/metrics.jsonl"))
-    throw UsageError(str_cat("run.dir: '", dir_, "' already holds a run (metrics.jsonl); choose a new run.dir"));
+  if (!resuming && fs::exists(dir_ + "/metrics.jsonl"))
+    throw UsageError(str_cat("run.dir: '", dir_, "' already holds a run (metrics.jsonl); choose a new run.dir ",
+                             "or continue it with --resume auto"));
   write_file_atomic(dir_ + "/config.ini", effective_ini);
+}
+
+void RunLog::truncate_metrics(int64_t examples_seen) const {
+  if (!active_) return;
+  const std::string path = dir_ + "/metrics.jsonl";
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    // A line that does not parse is the torn end of a crashed append.
+    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.contains("examples_seen")) continue;
+    if (j["examples_seen"].get<int64_t>() <= examples_seen) kept += line + "\n";
+  }
+  write_file_atomic(path, kept);
 }
 
 void RunLog::info(const std::string& line) const {

@@ -1,8 +1,12 @@
 // Trainer (see trainer.hpp).
 #include "ringtrain/train/trainer.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <optional>
 #include <numeric>
 
 #include "ringtrain/io/data_reader.hpp"
@@ -14,7 +18,8 @@ namespace ringtrain {
 
 namespace {
 
-constexpr std::size_t kTail = 2;  // [loss sum, sample count] after the gradients
+// After the gradients: [loss sum, sample count, checkpoint-now flag, writer-failed flag].
+constexpr std::size_t kTail = 4;
 
 std::vector<int64_t> iota_rows(int64_t n) {
   std::vector<int64_t> v(n);
@@ -49,20 +54,27 @@ SourceInfo probe_eval_file(const std::string& key, const DataSource& src, const 
 }  // namespace
 
 Trainer::Trainer(TrainConfig cfg, Communicator& comm)
-    : cfg_(std::move(cfg)), comm_(comm), log_(comm.rank() == 0, cfg_.run_dir, cfg_.progress) {
+    : cfg_(std::move(cfg)), comm_(comm), log_(comm.rank() == 0, cfg_.run_dir, cfg_.progress),
+      files_(cfg_.run_dir, comm.rank() == 0, cfg_.checkpoint_keep_last) {
   // Phases that can fail on some ranks only run inside run_collectively and
   // contain no collectives themselves; the agreement check runs between them.
   run_collectively(comm_, [&] {
-    log_.start(cfg_.effective_ini);
+    log_.start(cfg_.effective_ini, cfg_.resume != "none");
     probe_data();
   });
   check_ranks_agree();
   run_collectively(comm_, [&] {
     read_data();
     build_model();
+    plan_training();
+    check_monitor();
+    apply_freeze();
+    if (!cfg_.init_from.empty()) init_from_file();
+    if (cfg_.resume != "none" && comm_.rank() == 0) find_resume_point();
   });
   // Identical replicas: rank 0's initial parameters everywhere.
   comm_.broadcast(model_->params(), model_->num_params() * sizeof(float), 0);
+  restore_resumed();
   comm_.reserve(grads_.size());
   log_setup();
 }
@@ -152,10 +164,20 @@ void Trainer::build_model() {
   model_->init(cfg_.seed);
   optimizer_ = make_optimizer(cfg_.optim, model_->num_params());
 
-  if (cfg_.epochs <= 0) throw UsageError(str_cat("train.epochs: must be positive, got ", cfg_.epochs));
+  const std::size_t k = std::size_t(outputs_), b = std::size_t(cfg_.batch_per_rank);
+  grads_.assign(model_->num_params() + kTail, 0.0f);
+  batch_x_.assign(b * std::size_t(train_.features), 0.0f);
+  batch_labels_.assign(b, 0);
+  batch_y_.assign(cfg_.task == Task::kRegression ? b * k : 0, 0.0f);
+  dout_.assign(std::size_t(max_batch) * k, 0.0f);
+  predicted_.assign(std::size_t(max_batch), 0);
+}
+
+void Trainer::plan_training() {
+  plan_ = TrainingPlan::make(sampler_->rows_per_rank(), comm_.size(), cfg_.batch_per_rank, cfg_.epochs,
+                             cfg_.examples, cfg_.evals, cfg_.eval_every_steps, cfg_.max_steps);
+  total_steps_ = plan_.total_steps;
   const int64_t spe = sampler_->steps_per_epoch();
-  total_steps_ = cfg_.epochs * spe;
-  if (cfg_.max_steps > 0) total_steps_ = std::min(total_steps_, cfg_.max_steps);
   schedule_.base_lr = cfg_.lr;
   schedule_.global_batch = int64_t(cfg_.batch_per_rank) * comm_.size();
   schedule_.ref_batch = cfg_.ref_batch;
@@ -170,14 +192,47 @@ void Trainer::build_model() {
   schedule_.decay_gamma = cfg_.decay_gamma;
   schedule_.min_factor = cfg_.min_lr_factor;
   schedule_.validate();
+}
 
-  const std::size_t k = std::size_t(outputs_), b = std::size_t(cfg_.batch_per_rank);
-  grads_.assign(model_->num_params() + kTail, 0.0f);
-  batch_x_.assign(b * std::size_t(train_.features), 0.0f);
-  batch_labels_.assign(b, 0);
-  batch_y_.assign(cfg_.task == Task::kRegression ? b * k : 0, 0.0f);
-  dout_.assign(std::size_t(max_batch) * k, 0.0f);
-  predicted_.assign(std::size_t(max_batch), 0);
+void Trainer::check_monitor() {
+  // The names evaluation produces: train_loss always, val_* with validation data.
+  std::vector<std::string> known{"train_loss"};
+  if (has_val_) {
+    for (const char* k : cfg_.task == Task::kClassification
+                             ? std::vector<const char*>{"loss", "accuracy", "error", "mcc", "macro_f1"}
+                             : std::vector<const char*>{"loss", "mse", "mae"})
+      known.push_back(str_cat("val_", k));
+  }
+  monitor_ = cfg_.monitor == "auto" ? (has_val_ ? "val_loss" : "train_loss") : cfg_.monitor;
+  if (std::find(known.begin(), known.end(), monitor_) == known.end()) {
+    std::string list;
+    for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+    throw UsageError(str_cat("eval.monitor: '", monitor_, "' is not a metric this run produces (", list,
+                             has_val_ ? "" : "; no validation data, so no val_* metrics", ")"));
+  }
+  if (cfg_.mode == "auto") {
+    const auto dir = metric_direction(monitor_);
+    RT_CHECK(dir.has_value(), "no direction for ", monitor_);
+    monitor_mode_ = *dir;
+  } else {
+    monitor_mode_ = cfg_.mode == "min" ? MetricMode::kMin : MetricMode::kMax;
+  }
+  EarlyStopSpec es;
+  es.patience = cfg_.patience;
+  es.min_delta = Delta::parse(cfg_.es_min_delta, "early_stop.min_delta");
+  const auto number = [](const std::string& text, const char* key) -> std::optional<double> {
+    if (text.empty()) return std::nullopt;
+    char* end = nullptr;
+    const double v = std::strtod(text.c_str(), &end);
+    if (*end != '\0' || !std::isfinite(v)) throw UsageError(str_cat(key, ": expected a number, got '", text, "'"));
+    return v;
+  };
+  es.baseline = number(cfg_.baseline, "early_stop.baseline");
+  es.divergence = number(cfg_.divergence, "early_stop.divergence");
+  if (es.baseline && es.patience == 0)
+    throw UsageError("early_stop.baseline: needs early_stop.patience > 0 (evaluations allowed to beat it)");
+  es.restore_best = cfg_.restore_best;
+  tracker_ = Tracker(monitor_, monitor_mode_, Delta::parse(cfg_.min_delta, "eval.min_delta"), es, cfg_.keep_best);
 }
 
 void Trainer::log_setup() const {
@@ -189,14 +244,22 @@ void Trainer::log_setup() const {
                     " per rank", dropped_rows_ ? str_cat(", ", dropped_rows_, " remainder rows dropped") : "",
                     "), validation ", has_val_ ? "yes" : "none", has_test_ ? ", test set given" : ""));
   log_.info(str_cat("batch: ", cfg_.batch_per_rank, " per rank x ", p, " ranks = global batch ",
-                    schedule_.global_batch, "; ", sampler_->steps_per_epoch(), " steps per epoch, ",
-                    total_steps_, " steps"));
+                    schedule_.global_batch, "; ", sampler_->steps_per_epoch(), " steps per pass, ", total_steps_,
+                    " steps = ", plan_.total_examples, " examples (", plan_.epoch_at(total_steps_),
+                    " passes), evaluated and checkpointed ", plan_.virtual_epochs(), " times"));
   const bool climbs = schedule_.warmup_steps > 0 && schedule_.peak() > schedule_.base_lr;
   log_.info(str_cat("lr: ", cfg_.optim.name, " base ", schedule_.base_lr, " x ", schedule_.global_batch, "/",
                     schedule_.ref_batch, " = ", schedule_.peak(),
                     climbs ? str_cat(", reached by a linear warm-up over ", schedule_.warmup_steps, " steps")
                            : std::string(", no warm-up"),
                     ", then decay ", decay_name(schedule_.decay), " over ", total_steps_, " steps"));
+  log_.info(str_cat("best model: ", monitor_, " (", metric_mode_name(monitor_mode_), ")",
+                    cfg_.patience > 0 ? str_cat(", early stopping after ", cfg_.patience, " evaluations without "
+                                                "improvement")
+                                      : std::string()));
+  if (start_step_ > 0)
+    log_.info(str_cat("resumed from ", resume_path_, " at step ", start_step_, " (", examples_seen_,
+                      " examples seen)"));
   log_.info(str_cat("run directory: ", log_.dir()));
 }
 
@@ -213,15 +276,23 @@ double Trainer::train_step(int64_t step, int64_t step_in_epoch) {
   model_->backward(dout_.data(), grads_.data());
   grads_[n] = static_cast<float>(loss);
   grads_[n + 1] = static_cast<float>(count);
+  // Rank 0's flags ride along with the gradients: no extra collective.
+  const bool root = comm_.rank() == 0;
+  grads_[n + 2] = root && cfg_.checkpoint_every_seconds > 0 &&
+                  since_checkpoint_.seconds() >= cfg_.checkpoint_every_seconds;
+  grads_[n + 3] = root && files_.active() && !files_.failed().empty();
 
   const Timer comm_timer;
   comm_.allreduce_sum(grads_.data(), grads_.size());
   comm_seconds_ += comm_timer.seconds();
 
   const float global_loss = grads_[n], global_count = grads_[n + 1];
-  if (!std::isfinite(global_loss))  // every rank sees the same reduced value
-    throw CollectiveError(str_cat("training diverged: loss is ", global_loss, " at step ", step,
-                                  " (lower optim.lr?)"), kExitRuntime);
+  checkpoint_flag_ = grads_[n + 2];
+  writer_failed_flag_ = grads_[n + 3];
+  // Every rank sees the same reduced values, so all stop together; the bad
+  // update is never applied.
+  if (!std::isfinite(global_loss) || !all_finite(grads_.data(), n))
+    return std::numeric_limits<double>::quiet_NaN();
   optimizer_->step(model_->params(), grads_.data(), static_cast<float>(schedule_.at(step)),
                    1.0f / global_count);
   return global_loss;
@@ -262,65 +333,180 @@ void Trainer::check_replicas(int64_t step) {
   });
 }
 
-void Trainer::log_evaluation(int64_t step, TrainWindow& window, TrainResult& result) {
+TrackerDecision Trainer::evaluate_and_decide(int64_t step, TrainResult& result) {
   check_replicas(step);
-  const int64_t spe = sampler_->steps_per_epoch();
   EvalRecord rec;
   rec.step = step;
-  rec.epoch = double(step) / double(spe);
-  rec.examples_seen = result.examples_seen;
+  rec.epoch = plan_.epoch_at(step);
+  rec.examples_seen = examples_seen_;
   rec.lr = schedule_.at(step - 1);  // the rate the last step used
-  rec.train_loss = window.loss_sum / double(window.examples);
+  rec.train_loss = window_.examples > 0 ? window_.loss_sum / double(window_.examples) : 0.0;
   if (has_val_) rec.metrics = evaluate(val_, "val_");
   rec.elapsed_s = wall_.seconds();
-  rec.samples_per_s = double(window.examples) / std::max(window.seconds, 1e-9);
+  rec.samples_per_s = double(window_.examples) / std::max(window_.seconds, 1e-9);
+  const int64_t spe = sampler_->steps_per_epoch();
   log_.evaluation(rec, (step + spe - 1) / spe, (total_steps_ + spe - 1) / spe);
   result.last_eval = rec.metrics;
-  window = TrainWindow{};
+  last_metrics_ = rec.metrics;
+  last_metrics_["train_loss"] = rec.train_loss;
+  last_eval_step_ = step;
+  last_eval_examples_ = examples_seen_;
+  window_ = TrainWindow{};
+
+  // Rank 0 decides; everyone learns the decision (and any write failure).
+  TrackerDecision d;
+  int32_t msg[4] = {0, 0, 0, 0};
+  std::string text;
+  if (comm_.rank() == 0) {
+    d = tracker_.update(step, last_metrics_.at(monitor_));
+    const std::string failure = files_.failed();
+    msg[0] = d.improved, msg[1] = d.keep, msg[2] = int32_t(d.stop), msg[3] = !failure.empty();
+    text = failure.empty() ? d.message : failure;
+  }
+  comm_.broadcast(msg, sizeof msg, 0);
+  if (msg[2] != 0 || msg[3] != 0) text = broadcast_string(comm_, text, 0);
+  if (msg[3]) throw CollectiveError(str_cat("writing the run's files failed: ", text), kExitRuntime);
+  d.improved = msg[0], d.keep = msg[1], d.stop = StopReason(msg[2]), d.message = text;
+  if (d.improved)
+    log_.info(str_cat("new best ", monitor_, " ", last_metrics_.at(monitor_), " at step ", step,
+                      cfg_.keep_best > 1 ? " (best.h5, " + RunFiles::versioned_name(step) + ")" : " (best.h5)"));
+  return d;
+}
+
+void Trainer::save(int64_t step, const TrackerDecision& d, bool checkpoint) {
+  if (comm_.rank() != 0) return;
+  const bool best = d.improved, versioned = cfg_.keep_best > 1 && d.keep;
+  if (!best && !versioned && !checkpoint && d.evicted.empty()) return;
+  SavedCheckpoint& c = files_.stage();  // waits for the write in flight
+  if (checkpoint) {
+    stage_checkpoint(c, step);
+  } else {
+    stage_model(c.model, step);
+  }
+  SaveRequest r;
+  r.step = step;
+  r.checkpoint = checkpoint;
+  r.best = best;
+  r.versioned = versioned;
+  r.evicted = d.evicted;
+  files_.submit(std::move(r));
+  if (checkpoint) since_checkpoint_.reset();
 }
 
 TrainResult Trainer::run() {
   TrainResult result;
   const int64_t spe = sampler_->steps_per_epoch();
   const int64_t epochs = (total_steps_ + spe - 1) / spe;
+  const int64_t end = cfg_.stop_after_steps > 0 ? std::min(total_steps_, cfg_.stop_after_steps) : total_steps_;
+  const bool checkpoints = cfg_.checkpoint_keep_last > 0;
   wall_.reset();
-  TrainWindow window;  // since the last evaluation
+  since_checkpoint_.reset();
   double train_seconds = 0;
-  int64_t step = 0;
-  while (step < total_steps_) {
+  int64_t step = start_step_;
+  while (step < end) {
     const int64_t epoch = step / spe, in_epoch = step % spe;
     sampler_->set_epoch(epoch);
     const Timer step_timer;
-    window.loss_sum += train_step(step, in_epoch);
+    const double loss = train_step(step, in_epoch);
+    if (writer_failed_flag_ > 0) {
+      const std::string why = broadcast_string(comm_, files_.active() ? files_.failed() : "", 0);
+      throw CollectiveError(str_cat("writing the run's files failed: ", why), kExitRuntime);
+    }
+    if (!std::isfinite(loss)) {
+      result.stop = StopReason::kNonFinite;
+      result.stop_message = str_cat("training diverged: non-finite loss or gradient at step ", step,
+                                    " (lower optim.lr?); no checkpoint or model written from that state");
+      break;
+    }
     const int64_t examples = int64_t(sampler_->batch_size(in_epoch)) * comm_.size();
     const double dt = step_timer.seconds();
     ++step;
-    result.examples_seen += examples;
-    window.examples += examples;
-    window.seconds += dt;
+    examples_seen_ += examples;
+    window_.loss_sum += loss;
+    window_.examples += examples;
+    window_.seconds += dt;
     train_seconds += dt;
-    log_.progress(epoch + 1, epochs, in_epoch + 1, spe, window.loss_sum / double(window.examples),
-                  double(window.examples) / std::max(window.seconds, 1e-9));
-    const bool eval_due = cfg_.eval_every_steps > 0 ? step % cfg_.eval_every_steps == 0 : step % spe == 0;
-    if (eval_due || step == total_steps_) log_evaluation(step, window, result);
+    log_.progress(epoch + 1, epochs, in_epoch + 1, spe, window_.loss_sum / double(window_.examples),
+                  double(window_.examples) / std::max(window_.seconds, 1e-9));
+    const bool eval_due = plan_.is_eval_step(step);
+    TrackerDecision d;
+    if (eval_due) d = evaluate_and_decide(step, result);
+    const bool diverged = d.stop == StopReason::kNonFinite || d.stop == StopReason::kDivergence;
+    const bool checkpoint_due =
+        checkpoints && !diverged &&
+        (eval_due || step == end || checkpoint_flag_ > 0 ||
+         (cfg_.checkpoint_every_steps > 0 && step % cfg_.checkpoint_every_steps == 0));
+    save(step, d, checkpoint_due);
+    if (d.stop != StopReason::kNone) {
+      result.stop = d.stop;
+      result.stop_message = d.message;
+      break;
+    }
   }
   result.steps = step;
-  result.samples_per_s = double(result.examples_seen) / std::max(train_seconds, 1e-9);
+  result.examples_seen = examples_seen_;
+  result.interrupted = result.stop == StopReason::kNone && step < total_steps_;
+  result.samples_per_s = double(examples_seen_ - plan_.examples_after(start_step_)) / std::max(train_seconds, 1e-9);
+  result.comm_seconds = comm_seconds_;
+  result.train_seconds = train_seconds;
+  end_of_training(step, result);
+  return result;
+}
+
+void Trainer::end_of_training(int64_t step, TrainResult& result) {
+  // Every file written so far is on disk (or every rank learns why not).
+  run_collectively(comm_, [&] {
+    if (files_.active()) files_.wait();
+  });
+  if (!result.stop_message.empty()) log_.info(result.stop_message);
+  if (result.interrupted) {
+    log_.info(str_cat("stopped after step ", step, " of ", total_steps_,
+                      " (train.stop_after_steps); continue with --resume auto"));
+    return;
+  }
+  const bool diverged = result.stop == StopReason::kNonFinite || result.stop == StopReason::kDivergence;
+  // restore_best: end with the best weights, whatever stopped training.
+  int32_t restore = 0;
+  if (comm_.rank() == 0) restore = cfg_.restore_best && tracker_.has_best();
+  comm_.broadcast(&restore, sizeof restore, 0);
+  Attrs restored;  // best.h5's metrics, for final.h5
+  if (restore) {
+    run_collectively(comm_, [&] {
+      if (comm_.rank() != 0) return;
+      const SavedModel best = read_model_file(cfg_.run_dir + "/best.h5");
+      if (best.params.size() != model_->num_params())
+        throw RuntimeError(str_cat(cfg_.run_dir, "/best.h5: holds another model than this run's"));
+      std::copy(best.params.begin(), best.params.end(), model_->params());
+      restored = best.metrics;
+    });
+    comm_.broadcast(model_->params(), model_->num_params() * sizeof(float), 0);
+    log_.info(str_cat("restored the best weights (", monitor_, " ", tracker_.best_value(), " at step ",
+                      tracker_.best_step(), ") as the final model"));
+  }
+  if (diverged && !restore) return;  // nothing trustworthy to write or test
+  run_collectively(comm_, [&] {
+    if (comm_.rank() != 0) return;
+    SavedCheckpoint& c = files_.stage();
+    stage_model(c.model, step);
+    if (restore) c.model.metrics = restored;
+    SaveRequest r;
+    r.step = restore ? tracker_.best_step() : step;
+    r.final_model = true;
+    files_.submit(std::move(r));
+    files_.wait();
+  });
   if (has_test_) {
     result.test = evaluate(test_, "test_");
     log_.info(str_cat("test: ", format_metrics(result.test)));
-    log_.write_json("test_metrics.json", result.test);
+    run_collectively(comm_, [&] { log_.write_json("test_metrics.json", result.test); });
   }
-  result.comm_seconds = comm_seconds_;
-  result.train_seconds = train_seconds;
   char summary[256];
   std::snprintf(summary, sizeof summary,
                 "done: %lld steps, %lld examples in %.2f s (%.1fk samples/s while training, %.1f%% of it in the "
                 "all-reduce, waiting for the slowest rank included); results in ",
                 (long long)step, (long long)result.examples_seen, wall_.seconds(), result.samples_per_s / 1e3,
-                100.0 * comm_seconds_ / std::max(train_seconds, 1e-9));
+                100.0 * comm_seconds_ / std::max(result.train_seconds, 1e-9));
   log_.info(summary + log_.dir());
-  return result;
 }
 
 }  // namespace ringtrain

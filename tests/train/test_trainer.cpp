@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <cstring>
+#include <filesystem>
 #include <vector>
 
 #include "ringtrain/comm/mpi_communicator.hpp"
@@ -197,24 +198,29 @@ TEST_CASE("evaluation metrics are over the whole validation set, whatever the wo
   CHECK(all_ranks(*comm, acc == r.last_eval.at("val_accuracy")));
 }
 
-TEST_CASE("a diverging run stops on every rank at the same step with a runtime error") {
+TEST_CASE("a diverging run stops on every rank at the same step and writes nothing from the bad state") {
   auto comm = make_mpi_communicator("ring");
   SharedDataFile data(*comm, synthetic_classification(80, 4, 2));
   TrainConfig cfg = short_run_config(data.path(), data.dir() + "/run");
   cfg.lr = 1e30;  // overflows within a few steps
   cfg.max_steps = 50;
+  cfg.checkpoint_every_steps = 1;  // a checkpoint after every good step
   Trainer t(cfg, *comm);
-  std::string message;
-  try {
-    t.run();
-    FAIL("expected divergence");
-  } catch (const CollectiveError& e) {
-    CHECK(e.exit_code() == kExitRuntime);
-    message = e.what();
+  const TrainResult r = t.run();
+  CHECK(r.stop == StopReason::kNonFinite);
+  CHECK(r.steps < 50);
+  CHECK(r.stop_message.find("diverged") != std::string::npos);
+  // Same step (same message) everywhere.
+  CHECK(broadcast_string(*comm, r.stop_message, 0) == r.stop_message);
+  if (comm->rank() == 0) {
+    // The newest checkpoint is the last good step; no final model.
+    const auto ckpts = RunFiles::list_checkpoints(cfg.run_dir);
+    REQUIRE(!ckpts.empty());
+    CHECK(ckpts.front().first == r.steps);
+    const SavedCheckpoint c = read_checkpoint_file(ckpts.front().second);
+    CHECK(all_finite(c.model.params.data(), c.model.params.size()));
+    CHECK(!std::filesystem::exists(cfg.run_dir + "/final.h5"));
   }
-  CHECK(message.find("diverged") != std::string::npos);
-  // Same message (same step) everywhere.
-  CHECK(broadcast_string(*comm, message, 0) == message);
 }
 
 TEST_CASE("replicas that drift apart are caught at the next evaluation") {

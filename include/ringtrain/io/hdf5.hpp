@@ -8,7 +8,10 @@
 
 #include <hdf5.h>
 
+#include <cstdint>
+#include <map>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace ringtrain {
@@ -67,5 +70,23 @@ void h5_write_floats(hid_t loc, const std::string& name, const std::vector<hsize
 void h5_write_ints(hid_t loc, const std::string& name, const std::vector<hsize_t>& shape,
                    const int32_t* data);
 void h5_write_string_attr(hid_t loc, const std::string& name, const std::string& value);
+
+// Scalar attributes of a group or dataset: integers, floating point or text.
+using AttrValue = std::variant<int64_t, double, std::string>;
+using Attrs = std::map<std::string, AttrValue>;
+void h5_write_attrs(hid_t loc, const Attrs& attrs);
+// Reads every scalar attribute of `loc` (others are skipped).
+Attrs h5_read_attrs(hid_t loc, const std::string& context);
+std::string attr_to_string(const AttrValue& v);
+
+// A scalar text dataset (the effective config of a model file).
+void h5_write_string_dataset(hid_t loc, const std::string& name, const std::string& value);
+std::string h5_read_string_dataset(hid_t loc, const std::string& name, const std::string& context);
+
+// Creates a new file for writing in the HDF5 1.8+ format, whose object
+// headers and other metadata carry checksums (attribute values included).
+H5Handle h5_create_file(const std::string& path);
+H5Handle h5_create_group(hid_t loc, const std::string& name);
+H5Handle h5_open_group(hid_t loc, const std::string& name, const std::string& context);
 
 }  // namespace ringtrain

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,7 +29,7 @@ class EvalSums {
   std::vector<double>& data() { return data_; }
   double count() const { return data_[1]; }
 
-  // loss, accuracy, mcc, macro_f1 (classification) or loss, mse, mae
+  // loss, accuracy, error, mcc, macro_f1 (classification) or loss, mse, mae
   // (regression). "loss" is the mean per-sample loss.
   std::map<std::string, double> metrics() const;
 
@@ -45,5 +46,12 @@ double matthews_corrcoef(const std::vector<double>& confusion, int classes);
 // Mean F1 over the classes that occur in truth or predictions (as sklearn's
 // f1_score(average="macro") does).
 double macro_f1(const std::vector<double>& confusion, int classes);
+
+// Which way a metric improves, from its name with any prefix (val_, train_):
+// loss, error, mse, mae are lower-is-better; accuracy, mcc, macro_f1 are
+// higher-is-better; nullopt for names the registry does not know.
+enum class MetricMode { kMin, kMax };
+std::optional<MetricMode> metric_direction(const std::string& name);
+const char* metric_mode_name(MetricMode m);
 
 }  // namespace ringtrain

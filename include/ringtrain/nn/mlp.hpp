@@ -36,6 +36,12 @@ struct MlpSpec {
   std::string architecture() const;  // "784-256-128-10"
 };
 
+// The flat parameter layout an Mlp of this spec uses (reverse layer order),
+// without allocating anything else. Validates the sizes.
+ParamLayout mlp_layout(const MlpSpec& spec);
+// "784-256-128-10" -> {784, 256, 128, 10}; UsageError naming `context` if malformed.
+std::vector<int> parse_architecture(const std::string& text, const std::string& context);
+
 class Mlp {
  public:
   Mlp(MlpSpec spec, int max_batch);

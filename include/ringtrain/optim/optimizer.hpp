@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ringtrain/util/big_buffer.hpp"
@@ -36,13 +37,22 @@ class Optimizer {
   virtual void step(float* params, const float* grads, float lr, float grad_scale = 1.0f) = 0;
   virtual std::string name() const = 0;
   std::vector<OptimSlot>& slots() { return slots_; }
+  const std::vector<OptimSlot>& slots() const { return slots_; }
   int64_t steps() const { return steps_; }
+  void set_steps(int64_t steps) { steps_ = steps; }  // restoring a checkpoint
+  // Hyper-parameters by name, as checkpoints record them.
+  virtual std::vector<std::pair<std::string, double>> hyper_parameters() const = 0;
+
+  // Ranges [begin, end) of the flat buffer that step() leaves untouched
+  // (frozen layers): no update, no weight decay, no state change.
+  void freeze(const std::vector<std::pair<std::size_t, std::size_t>>& frozen);
 
  protected:
-  Optimizer(std::size_t n) : n_(n) {}
+  Optimizer(std::size_t n) : n_(n), trainable_{{0, n}} {}
   std::size_t n_;
   int64_t steps_ = 0;
   std::vector<OptimSlot> slots_;
+  std::vector<std::pair<std::size_t, std::size_t>> trainable_;  // sorted, disjoint
 };
 
 // Matches torch.optim.SGD: g' = g + wd*w; v = mu*v + g';
@@ -52,6 +62,7 @@ class Sgd final : public Optimizer {
   Sgd(std::size_t n, double momentum, bool nesterov, double weight_decay);
   void step(float* params, const float* grads, float lr, float grad_scale) override;
   std::string name() const override { return "sgd"; }
+  std::vector<std::pair<std::string, double>> hyper_parameters() const override;
 
  private:
   float momentum_, weight_decay_;
@@ -64,11 +75,16 @@ class AdamW final : public Optimizer {
   AdamW(std::size_t n, double beta1, double beta2, double eps, double weight_decay);
   void step(float* params, const float* grads, float lr, float grad_scale) override;
   std::string name() const override { return "adamw"; }
+  std::vector<std::pair<std::string, double>> hyper_parameters() const override;
 
  private:
   double beta1_, beta2_;
   float eps_, weight_decay_;
 };
+
+// False if any value is NaN or infinite. A branch-free pass over the bits
+// (vectorised), cheap enough to run on the reduced gradients every step.
+bool all_finite(const float* x, std::size_t n);
 
 // UsageError naming optim.name when it is unknown.
 std::unique_ptr<Optimizer> make_optimizer(const OptimSpec& spec, std::size_t num_params);

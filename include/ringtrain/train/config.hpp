@@ -45,8 +45,31 @@ struct TrainConfig {
   bool shuffle = true;      // train.shuffle
   int64_t max_steps = 0;    // train.max_steps (0: no limit; for tests and benchmarks)
 
-  int64_t eval_every_steps = 0;  // eval.every_steps (0: every epoch)
+  std::string examples;         // train.examples ("" or "0": train.epochs; "600000" or "14.3x")
+  int64_t evals = 0;            // train.evals (0: one per pass' worth of examples)
+  std::string init_from;        // train.init_from
+  std::vector<std::string> freeze;  // train.freeze
+  bool new_head = false;        // train.new_head
+  bool allow_reshape = false;   // train.allow_reshape
+  int64_t stop_after_steps = 0;  // train.stop_after_steps (0: run to the end)
+
+  int64_t eval_every_steps = 0;  // eval.every_steps (0: every (virtual) epoch)
   int eval_batch = 1024;         // eval.batch_size
+  std::string monitor = "auto";  // eval.monitor
+  std::string mode = "auto";     // eval.mode auto|min|max
+  std::string min_delta = "0";   // eval.min_delta ("0.01" or "1%")
+  int keep_best = 1;             // eval.keep_best
+
+  int64_t checkpoint_every_steps = 0;     // checkpoint.every_steps
+  double checkpoint_every_seconds = 0;    // checkpoint.every_seconds
+  int checkpoint_keep_last = 2;           // checkpoint.keep_last (0: no checkpoints)
+
+  int64_t patience = 0;                // early_stop.patience (0: off)
+  std::string es_min_delta = "0";      // early_stop.min_delta
+  std::string baseline, divergence;    // early_stop.baseline / divergence ("": none)
+  bool restore_best = false;           // early_stop.restore_best
+
+  std::string resume = "none";  // resume: none | auto | PATH
 
   std::string comm_algorithm = "ring";  // comm.algorithm
   bool progress = true;                 // run.progress

@@ -31,8 +31,12 @@ class RunLog {
   RunLog(bool active, std::string run_dir, bool progress);
 
   // Creates the directory and writes config.ini; RuntimeError/UsageError
-  // naming the path if it cannot.
-  void start(const std::string& effective_ini);
+  // naming the path if it cannot. A directory that already holds a run is
+  // refused unless `resuming`.
+  void start(const std::string& effective_ini, bool resuming = false);
+  // Resuming: keeps the metrics.jsonl lines up to `examples_seen` (the
+  // resumed run writes the later ones again).
+  void truncate_metrics(int64_t examples_seen) const;
   void info(const std::string& line) const;
   // Redraws the progress bar (TTY only, throttled to ~10 per second).
   void progress(int64_t epoch, int64_t epochs, int64_t step_in_epoch, int64_t steps_per_epoch,

@@ -8,7 +8,12 @@
 // allocated in the constructor; the step loop never allocates.
 //
 // Evaluation: each rank evaluates its shard of the validation set, the sums
-// are all-reduced, and every rank derives the same metrics; rank 0 logs them.
+// are all-reduced, and every rank derives the same metrics; rank 0 logs them,
+// decides (new best? stop?) with its Tracker and broadcasts one decision.
+// Rank 0 alone writes best.h5, checkpoints and final.h5, in the background
+// (RunFiles); a failed write ends every rank through the next step's
+// all-reduce. A checkpoint holds everything the loop depends on, so a run
+// resumed from step k continues bit-identically (trainer_state.cpp).
 #pragma once
 
 #include <map>
@@ -25,7 +30,10 @@
 #include "ringtrain/optim/lr_schedule.hpp"
 #include "ringtrain/optim/optimizer.hpp"
 #include "ringtrain/train/config.hpp"
+#include "ringtrain/train/plan.hpp"
+#include "ringtrain/train/run_files.hpp"
 #include "ringtrain/train/run_log.hpp"
+#include "ringtrain/train/tracker.hpp"
 #include "ringtrain/util/big_buffer.hpp"
 #include "ringtrain/util/timer.hpp"
 
@@ -39,6 +47,9 @@ struct TrainResult {
   double samples_per_s = 0;                 // over all training steps
   double train_seconds = 0;                 // time in training steps
   double comm_seconds = 0;                  // of which in the gradient all-reduce
+  StopReason stop = StopReason::kNone;      // why training ended early
+  std::string stop_message;
+  bool interrupted = false;                 // train.stop_after_steps ended it; resume to go on
 };
 
 // Training progress since the last evaluation.
@@ -68,6 +79,9 @@ class Trainer {
   void check_replicas(int64_t step);
   const ShardSampler& sampler() const { return *sampler_; }
   const LrSchedule& schedule() const { return schedule_; }
+  const TrainingPlan& plan() const { return plan_; }
+  const Optimizer& optimizer() const { return *optimizer_; }
+  int64_t start_step() const { return start_step_; }
 
  private:
   DataSource source(const std::string& path) const;
@@ -75,10 +89,25 @@ class Trainer {
   void check_ranks_agree();  // collective: same options and data on every rank
   void read_data();          // this rank's rows; no collectives
   void build_model();
+  void plan_training();
+  void check_monitor();
   void log_setup() const;
   std::map<std::string, double> evaluate(const Dataset& data, const std::string& prefix);
-  // Evaluates (when there is a validation set), logs and resets the window.
-  void log_evaluation(int64_t step, TrainWindow& window, TrainResult& result);
+  // Collective: evaluates (when there is a validation set), logs, resets the
+  // window; rank 0 decides and every rank gets the same decision.
+  TrackerDecision evaluate_and_decide(int64_t step, TrainResult& result);
+  // Rank 0: stage the current state and write it in the background.
+  void save(int64_t step, const TrackerDecision& d, bool checkpoint);
+  void end_of_training(int64_t step, TrainResult& result);
+
+  // trainer_state.cpp: what checkpoints hold, resuming, init_from, freeze.
+  void stage_model(SavedModel& m, int64_t step) const;
+  void stage_checkpoint(SavedCheckpoint& c, int64_t step) const;
+  void init_from_file();   // no collectives
+  void apply_freeze();     // no collectives
+  void find_resume_point();  // rank 0: picks and validates the checkpoint; no collectives
+  void restore_resumed();    // collective: every rank takes rank 0's checkpoint state
+  std::string resume_config() const;  // the effective INI minus keys a resume may change
 
   TrainConfig cfg_;
   Communicator& comm_;
@@ -92,12 +121,30 @@ class Trainer {
   std::unique_ptr<Mlp> model_;
   std::unique_ptr<Optimizer> optimizer_;
   LrSchedule schedule_;
+  TrainingPlan plan_;
   int64_t total_steps_ = 0;
   double comm_seconds_ = 0;
-  Timer wall_;
+  Timer wall_, since_checkpoint_;
+  MetricMode monitor_mode_ = MetricMode::kMin;
+  std::string monitor_;
+  Tracker tracker_;  // meaningful on rank 0
+  RunFiles files_;
+  std::vector<std::pair<std::size_t, std::size_t>> frozen_;
+
+  // Loop state a checkpoint carries.
+  int64_t start_step_ = 0;
+  int64_t examples_seen_ = 0;
+  TrainWindow window_;
+  std::map<std::string, double> last_metrics_;  // of the last evaluation (train_loss, val_*)
+  int64_t last_eval_step_ = 0, last_eval_examples_ = 0;
+  std::unique_ptr<SavedCheckpoint> resume_;     // rank 0, between find and restore
+  std::string resume_path_;
+
+  // Flags rank 0 adds to the gradient all-reduce (0 or 1 after the sum).
+  float checkpoint_flag_ = 0, writer_failed_flag_ = 0;
 
   // Step buffers, allocated once.
-  BigBuffer<float> grads_;  // num_params gradients + [loss sum, sample count]
+  BigBuffer<float> grads_;  // num_params gradients + [loss sum, sample count, 2 flags]
   BigBuffer<float> batch_x_, batch_y_, dout_;
   std::vector<int32_t> batch_labels_, predicted_;
 };

@@ -6,6 +6,9 @@
 //                  input. Exit code 2.
 //   RuntimeError - something failed while running (I/O error mid-run, a
 //                  communication failure). Exit code 3.
+// Training that ends early but cleanly has codes of its own: 4 when early
+// stopping ended it (patience, baseline), 5 when it diverged (non-finite loss
+// or gradient, early_stop.divergence); best.h5 and checkpoints stay valid.
 // Messages are one line and name what is wrong (the key, the path, the value).
 #pragma once
 
@@ -19,6 +22,8 @@ enum ExitCode : int {
   kExitSuccess = 0,
   kExitUsage = 2,
   kExitRuntime = 3,
+  kExitEarlyStop = 4,
+  kExitDiverged = 5,
 };
 
 class Error : public std::runtime_error {
