@@ -93,14 +93,15 @@ void h5_write_ints(hid_t loc, const std::string& name, const std::vector<hsize_t
 }
 
 void h5_write_string_attr(hid_t loc, const std::string& name, const std::string& value) {
+  // Variable-length UTF-8: h5py reads it as str, h5dump prints it plainly.
   H5Handle type = h5_check(H5Tcopy(H5T_C_S1), H5Tclose, "H5Tcopy");
-  h5_check(H5Tset_size(type, std::max<std::size_t>(1, value.size())), "H5Tset_size");
+  h5_check(H5Tset_size(type, H5T_VARIABLE), "H5Tset_size");
   h5_check(H5Tset_cset(type, H5T_CSET_UTF8), "H5Tset_cset");
   H5Handle space = h5_check(H5Screate(H5S_SCALAR), H5Sclose, "H5Screate");
   H5Handle attr = h5_check(H5Acreate2(loc, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT),
                            H5Aclose, "cannot create attribute " + name);
-  const std::string padded = value.empty() ? std::string(1, '\0') : value;
-  h5_check(H5Awrite(attr, type, padded.data()), "writing attribute " + name);
+  const char* p = value.c_str();
+  h5_check(H5Awrite(attr, type, &p), "writing attribute " + name);
 }
 
 }  // namespace ringtrain
