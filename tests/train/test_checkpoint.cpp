@@ -126,8 +126,8 @@ TEST_CASE("checkpoint: a damaged newest checkpoint is skipped for the previous o
         const SavedCheckpoint c = read_checkpoint_file(newest);
         std::ifstream in(newest, std::ios::binary);
         std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-        const auto& layout = mlp_layout(c.model.spec).find("dense_0/kernel");
-        const char* needle = reinterpret_cast<const char*>(c.model.params.data() + layout.offset + 8);
+        const ParamLayout layout = mlp_layout(c.model.spec);  // find() returns into it: keep it alive
+        const char* needle = reinterpret_cast<const char*>(c.model.params.data() + layout.find("dense_0/kernel").offset + 8);
         const auto at = bytes.find(std::string(needle, 16));
         REQUIRE(at != std::string::npos);
         bytes[at + 5] ^= 0x10;
