@@ -61,7 +61,7 @@ bool h5_is_integer(hid_t dataset) {
 
 namespace {
 void write_dataset(hid_t loc, const std::string& name, const std::vector<hsize_t>& shape,
-                   hid_t file_type, hid_t mem_type, const void* data) {
+                   hid_t file_type, hid_t mem_type, std::size_t elem_size, const void* data) {
   H5Handle space = h5_check(H5Screate_simple(int(shape.size()), shape.data(), nullptr), H5Sclose,
                             "H5Screate_simple for " + name);
   H5Handle dcpl = h5_check(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, "H5Pcreate");
@@ -72,7 +72,7 @@ void write_dataset(hid_t loc, const std::string& name, const std::vector<hsize_t
     std::vector<hsize_t> chunk = shape;
     hsize_t row = 1;
     for (std::size_t i = 1; i < shape.size(); ++i) row *= std::max<hsize_t>(shape[i], 1);
-    chunk[0] = std::max<hsize_t>(1, std::min<hsize_t>(shape[0], (1u << 18) / row));
+    chunk[0] = std::max<hsize_t>(1, std::min<hsize_t>(shape[0], (hsize_t(1) << 20) / elem_size / row));
     h5_check(H5Pset_chunk(dcpl, int(chunk.size()), chunk.data()), "H5Pset_chunk for " + name);
     h5_check(H5Pset_fletcher32(dcpl), "H5Pset_fletcher32 for " + name);
   }
@@ -80,28 +80,42 @@ void write_dataset(hid_t loc, const std::string& name, const std::vector<hsize_t
                          H5Dclose, "cannot create dataset " + name);
   if (total > 0) h5_check(H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "writing " + name);
 }
+
+// A fixed-length, NUL-terminated UTF-8 string type that holds `value`.
+// Fixed length rather than variable length: variable-length strings live in
+// HDF5's global heap, which carries no checksum (a flipped byte there can
+// change the text silently or crash the reader); a fixed-length attribute
+// value sits in its object header, which does.
+H5Handle fixed_string_type(const std::string& value) {
+  H5Handle type = h5_check(H5Tcopy(H5T_C_S1), H5Tclose, "H5Tcopy");
+  h5_check(H5Tset_size(type, value.size() + 1), "H5Tset_size");
+  h5_check(H5Tset_strpad(type, H5T_STR_NULLTERM), "H5Tset_strpad");
+  h5_check(H5Tset_cset(type, H5T_CSET_UTF8), "H5Tset_cset");
+  return type;
+}
 }  // namespace
 
 void h5_write_floats(hid_t loc, const std::string& name, const std::vector<hsize_t>& shape,
                      const float* data) {
-  write_dataset(loc, name, shape, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, data);
+  write_dataset(loc, name, shape, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, sizeof(float), data);
 }
 
 void h5_write_ints(hid_t loc, const std::string& name, const std::vector<hsize_t>& shape,
                    const int32_t* data) {
-  write_dataset(loc, name, shape, H5T_STD_I32LE, H5T_NATIVE_INT32, data);
+  write_dataset(loc, name, shape, H5T_STD_I32LE, H5T_NATIVE_INT32, sizeof(int32_t), data);
+}
+
+void h5_write_int64s(hid_t loc, const std::string& name, const std::vector<hsize_t>& shape,
+                     const int64_t* data) {
+  write_dataset(loc, name, shape, H5T_STD_I64LE, H5T_NATIVE_INT64, sizeof(int64_t), data);
 }
 
 void h5_write_string_attr(hid_t loc, const std::string& name, const std::string& value) {
-  // Variable-length UTF-8: h5py reads it as str, h5dump prints it plainly.
-  H5Handle type = h5_check(H5Tcopy(H5T_C_S1), H5Tclose, "H5Tcopy");
-  h5_check(H5Tset_size(type, H5T_VARIABLE), "H5Tset_size");
-  h5_check(H5Tset_cset(type, H5T_CSET_UTF8), "H5Tset_cset");
+  H5Handle type = fixed_string_type(value);
   H5Handle space = h5_check(H5Screate(H5S_SCALAR), H5Sclose, "H5Screate");
   H5Handle attr = h5_check(H5Acreate2(loc, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT),
                            H5Aclose, "cannot create attribute " + name);
-  const char* p = value.c_str();
-  h5_check(H5Awrite(attr, type, &p), "writing attribute " + name);
+  h5_check(H5Awrite(attr, type, value.c_str()), "writing attribute " + name);
 }
 
 }  // namespace ringtrain
@@ -217,14 +231,15 @@ std::string attr_to_string(const AttrValue& v) {
 }
 
 void h5_write_string_dataset(hid_t loc, const std::string& name, const std::string& value) {
-  H5Handle type = h5_check(H5Tcopy(H5T_C_S1), H5Tclose, "H5Tcopy");
-  h5_check(H5Tset_size(type, H5T_VARIABLE), "H5Tset_size");
-  h5_check(H5Tset_cset(type, H5T_CSET_UTF8), "H5Tset_cset");
+  H5Handle type = fixed_string_type(value);
   H5Handle space = h5_check(H5Screate(H5S_SCALAR), H5Sclose, "H5Screate");
-  H5Handle ds = h5_check(H5Dcreate2(loc, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+  H5Handle dcpl = h5_check(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, "H5Pcreate");
+  // Text up to 48 KiB is stored in the dataset's (checksummed) object header;
+  // longer text is contiguous and covered only by the model file's own CRC.
+  if (value.size() < (48u << 10)) h5_check(H5Pset_layout(dcpl, H5D_COMPACT), "H5Pset_layout");
+  H5Handle ds = h5_check(H5Dcreate2(loc, name.c_str(), type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT),
                          H5Dclose, "cannot create dataset " + name);
-  const char* p = value.c_str();
-  h5_check(H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, &p), "writing " + name);
+  h5_check(H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, value.c_str()), "writing " + name);
 }
 
 std::string h5_read_string_dataset(hid_t loc, const std::string& name, const std::string& context) {
@@ -241,7 +256,7 @@ std::string h5_read_string_dataset(hid_t loc, const std::string& name, const std
 H5Handle h5_create_file(const std::string& path) {
   h5_quiet();
   H5Handle fapl = h5_check(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, "H5Pcreate");
-  h5_check(H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST), "H5Pset_libver_bounds");
+  h5_check(H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_LATEST), "H5Pset_libver_bounds");
   const hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
   if (id < 0) throw RuntimeError(str_cat(path, ": cannot create HDF5 file"));
   return H5Handle(id, H5Fclose);

@@ -3,6 +3,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 #include <fstream>
@@ -29,6 +30,97 @@ std::pair<std::string, std::string> split_name(const std::string& tensor) {
   return {tensor.substr(0, slash), tensor.substr(slash + 1)};
 }
 
+// CRC-32 over a canonical serialization of what a file holds, written as a
+// root attribute and verified after every read. HDF5's own checksums cover
+// the metadata and every chunk; this one covers the whole decoded content,
+// so damage that HDF5 reads back without an error still cannot pass.
+class ContentCrc {
+ public:
+  void bytes(const void* p, std::size_t n) {
+    const auto* b = static_cast<const Bytef*>(p);
+    while (n > 0) {  // zlib takes uInt lengths
+      const uInt piece = uInt(std::min<std::size_t>(n, 1u << 30));
+      crc_ = crc32(crc_, b, piece);
+      b += piece;
+      n -= piece;
+    }
+  }
+  void i64(int64_t v) { bytes(&v, sizeof v); }
+  void text(const std::string& s) {
+    i64(int64_t(s.size()));
+    bytes(s.data(), s.size());
+  }
+  void floats(const std::vector<float>& v) {
+    i64(int64_t(v.size()));
+    bytes(v.data(), v.size() * sizeof(float));
+  }
+  void attrs(const Attrs& a, const char* skip = nullptr) {
+    for (const auto& [key, value] : a) {  // std::map: sorted by name
+      if (skip && key.rfind(skip, 0) == 0) continue;
+      text(key);
+      i64(int64_t(value.index()));
+      if (const auto* i = std::get_if<int64_t>(&value)) i64(*i);
+      else if (const auto* d = std::get_if<double>(&value)) bytes(d, sizeof *d);
+      else text(std::get<std::string>(value));
+    }
+    i64(-1);
+  }
+  int64_t value() const { return int64_t(uint32_t(crc_)); }
+
+ private:
+  uLong crc_ = crc32(0L, Z_NULL, 0);
+};
+
+constexpr const char* kCrcPrefix = "crc32_";  // root attributes the CRCs themselves live in
+constexpr const char* kModelCrc = "crc32_model";
+constexpr const char* kStateCrc = "crc32_state";
+
+int64_t model_crc(const SavedModel& m, const Attrs& root) {
+  ContentCrc c;
+  c.attrs(root, kCrcPrefix);
+  c.text(m.spec.architecture());
+  c.text(activation_name(m.spec.activation));
+  c.text(task_name(m.task));
+  c.bytes(&m.spec.dropout, sizeof m.spec.dropout);
+  c.floats(m.params);
+  c.attrs(m.metrics);
+  c.text(m.config);
+  return c.value();
+}
+
+int64_t state_crc(const SavedCheckpoint& k) {
+  ContentCrc c;
+  c.text(k.optimizer_name);
+  c.attrs(k.optimizer);
+  for (const auto& [slot, values] : k.slots) {
+    c.text(slot);
+    c.floats(values);
+  }
+  c.attrs(k.trainer);
+  c.i64(k.rank_state_rows);
+  c.i64(k.rank_state_cols);
+  c.bytes(k.rank_state.data(), k.rank_state.size() * sizeof(int64_t));
+  c.attrs(k.tracker);
+  return c.value();
+}
+
+std::string join_names(const std::vector<std::pair<std::string, std::vector<float>>>& slots) {
+  std::string out;
+  for (const auto& [name, values] : slots) out += (out.empty() ? "" : ",") + name;
+  return out;
+}
+
+std::vector<std::string> split_names(const std::string& joined) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start < joined.size()) {
+    const std::size_t comma = std::min(joined.find(',', start), joined.size());
+    out.push_back(joined.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return out;
+}
+
 std::vector<hsize_t> dims_of(const TensorSpec& t) { return {t.shape.begin(), t.shape.end()}; }
 
 // Writes the flat buffer `flat` as one dataset per tensor: <root>/<layer>/<param>[/<leaf>].
@@ -48,10 +140,12 @@ void write_tensors(hid_t file, const std::string& root, const ParamLayout& layou
 }
 
 void write_model_parts(hid_t file, const SavedModel& m, const char* format) {
-  h5_write_attrs(file, Attrs{{"format", std::string(format)},
-                             {"format_version", kFormatVersion},
-                             {"created", utc_now()},
-                             {"ringtrain_version", std::string(RINGTRAIN_VERSION)}});
+  Attrs root{{"format", std::string(format)},
+             {"format_version", kFormatVersion},
+             {"created", utc_now()},
+             {"ringtrain_version", std::string(RINGTRAIN_VERSION)}};
+  root[kModelCrc] = model_crc(m, root);
+  h5_write_attrs(file, root);
   const ParamLayout layout = mlp_layout(m.spec);
   RT_CHECK(m.params.size() == layout.total(), "model params ", m.params.size(), " vs layout ", layout.total());
   write_tensors(file, "model", layout, m.params.data(), "");
@@ -114,6 +208,14 @@ std::string text_attr(const Attrs& a, const std::string& key, const std::string&
   return std::get<std::string>(it->second);
 }
 
+void verify_crc(const Attrs& root, const char* key, int64_t computed, const std::string& path, const char* part) {
+  const auto it = root.find(key);
+  if (it == root.end() || !std::holds_alternative<int64_t>(it->second))
+    throw UsageError(str_cat(path, ": no ", part, " checksum (attribute '", key, "'): damaged or not written by ringtrain"));
+  if (std::get<int64_t>(it->second) != computed)
+    throw UsageError(str_cat(path, ": ", part, " checksum mismatch (damaged file)"));
+}
+
 SavedModel read_model_parts(hid_t file, const std::string& path) {
   SavedModel m;
   m.root = h5_read_attrs(file, path);
@@ -135,6 +237,7 @@ SavedModel read_model_parts(hid_t file, const std::string& path) {
     m.metrics = h5_read_attrs(metrics, path + ": /metrics");
   }
   if (h5_exists(file, "config")) m.config = h5_read_string_dataset(file, "config", path);
+  verify_crc(m.root, kModelCrc, model_crc(m, m.root), path, "model");
   return m;
 }
 
@@ -164,24 +267,22 @@ void write_checkpoint_file(const std::string& path, const SavedCheckpoint& c) {
     H5Handle opt = h5_create_group(file, "optimizer");
     Attrs oattrs = c.optimizer;
     oattrs["name"] = c.optimizer_name;
+    oattrs["slots"] = join_names(c.slots);
     h5_write_attrs(opt, oattrs);
     for (const auto& [slot, values] : c.slots) {
+      RT_CHECK(!slot.empty() && slot.find(',') == std::string::npos && slot.find('/') == std::string::npos,
+               "optimizer slot name '", slot, "'");
       RT_CHECK(values.size() == layout.total(), "optimizer slot ", slot, " size ", values.size());
       write_tensors(file, "optimizer", layout, values.data(), slot);
     }
     H5Handle trainer = h5_create_group(file, "trainer");
     h5_write_attrs(trainer, c.trainer);
     if (c.rank_state_rows > 0) {
-      H5Handle space = h5_check(H5Screate_simple(2, std::vector<hsize_t>{hsize_t(c.rank_state_rows),
-                                                                          hsize_t(c.rank_state_cols)}.data(),
-                                                 nullptr),
-                                H5Sclose, "H5Screate_simple");
-      H5Handle ds = h5_check(H5Dcreate2(trainer, "rank_state", H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT,
-                                        H5P_DEFAULT),
-                             H5Dclose, "cannot create /trainer/rank_state");
-      h5_check(H5Dwrite(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, c.rank_state.data()),
-               "writing /trainer/rank_state");
+      RT_CHECK(c.rank_state.size() == std::size_t(c.rank_state_rows * c.rank_state_cols), "rank_state size");
+      h5_write_int64s(trainer, "rank_state", {hsize_t(c.rank_state_rows), hsize_t(c.rank_state_cols)},
+                      c.rank_state.data());
     }
+    h5_write_attrs(file, Attrs{{kStateCrc, state_crc(c)}});
     H5Handle tracker = h5_create_group(file, "tracker");
     h5_write_attrs(tracker, c.tracker);
   });
@@ -219,21 +320,11 @@ SavedCheckpoint read_checkpoint_file(const std::string& path) {
     c.optimizer = h5_read_attrs(opt, path + ": /optimizer");
     c.optimizer_name = text_attr(c.optimizer, "name", path + ": /optimizer");
     c.optimizer.erase("name");
-    // Slot names: the datasets under the first tensor's group.
-    const TensorSpec& first = layout.tensors().front();
-    const std::string probe = "optimizer/" + first.name;
-    if (h5_exists(file, "optimizer/" + split_name(first.name).first) && h5_exists(file, probe)) {
-      H5Handle g = h5_open_group(file, probe, path);
-      H5G_info_t info{};
-      h5_check(H5Gget_info(g, &info), path + ": " + probe);
-      for (hsize_t i = 0; i < info.nlinks; ++i) {
-        char name[256] = {0};
-        if (H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name, H5P_DEFAULT) < 0)
-          throw UsageError(str_cat(path, ": cannot list ", probe));
-        c.slots.emplace_back(name, std::vector<float>(layout.total(), 0.0f));
-      }
+    for (const std::string& slot : split_names(text_attr(c.optimizer, "slots", path + ": /optimizer"))) {
+      c.slots.emplace_back(slot, std::vector<float>(layout.total(), 0.0f));
+      read_tensors(file, "optimizer", layout, c.slots.back().second.data(), slot, path);
     }
-    for (auto& [slot, values] : c.slots) read_tensors(file, "optimizer", layout, values.data(), slot, path);
+    c.optimizer.erase("slots");
     H5Handle trainer = h5_open_group(file, "trainer", path);
     c.trainer = h5_read_attrs(trainer, path + ": /trainer");
     if (h5_exists(trainer, "rank_state")) {
@@ -249,6 +340,7 @@ SavedCheckpoint read_checkpoint_file(const std::string& path) {
     }
     H5Handle tracker = h5_open_group(file, "tracker", path);
     c.tracker = h5_read_attrs(tracker, path + ": /tracker");
+    verify_crc(c.model.root, kStateCrc, state_crc(c), path, "optimizer and trainer state");
     return c;
   });
 }

@@ -190,9 +190,12 @@ void Trainer::find_resume_point() {
       throw UsageError(str_cat("resume: ", path, " holds a ", c.model.spec.architecture(), " ",
                                activation_name(c.model.spec.activation), " model, this run builds ",
                                model_->spec().architecture(), " ", activation_name(model_->spec().activation)));
-    if (c.optimizer_name != optimizer_->name() || c.slots.size() != optimizer_->slots().size())
-      throw UsageError(str_cat("resume: ", path, " holds ", c.optimizer_name, " state, this run uses ",
-                               optimizer_->name()));
+    std::string theirs_slots, mine_slots;
+    for (const auto& s : c.slots) theirs_slots += (theirs_slots.empty() ? "" : ",") + s.first;
+    for (const OptimSlot& s : optimizer_->slots()) mine_slots += (mine_slots.empty() ? "" : ",") + s.name;
+    if (c.optimizer_name != optimizer_->name() || theirs_slots != mine_slots)
+      throw UsageError(str_cat("resume: ", path, " holds ", c.optimizer_name, " state (slots '", theirs_slots,
+                               "'), this run uses ", optimizer_->name(), " (slots '", mine_slots, "')"));
     const auto theirs = ini_values(c.model.config), mine = ini_values(cfg_.effective_ini);
     std::string diff;
     for (const auto& [k, v] : mine) {

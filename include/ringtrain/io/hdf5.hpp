@@ -69,6 +69,10 @@ void h5_write_floats(hid_t loc, const std::string& name, const std::vector<hsize
                      const float* data);
 void h5_write_ints(hid_t loc, const std::string& name, const std::vector<hsize_t>& shape,
                    const int32_t* data);
+void h5_write_int64s(hid_t loc, const std::string& name, const std::vector<hsize_t>& shape,
+                     const int64_t* data);
+// Text is stored as fixed-length UTF-8 strings (h5py reads them as bytes:
+// .decode() them), never in the unchecksummed global heap.
 void h5_write_string_attr(hid_t loc, const std::string& name, const std::string& value);
 
 // Scalar attributes of a group or dataset: integers, floating point or text.
@@ -83,8 +87,9 @@ std::string attr_to_string(const AttrValue& v);
 void h5_write_string_dataset(hid_t loc, const std::string& name, const std::string& value);
 std::string h5_read_string_dataset(hid_t loc, const std::string& name, const std::string& context);
 
-// Creates a new file for writing in the HDF5 1.8+ format, whose object
-// headers and other metadata carry checksums (attribute values included).
+// Creates a new file for writing in the HDF5 1.10+ format, whose object
+// headers, chunk indexes and other metadata carry checksums (attribute
+// values included). h5py and h5dump of HDF5 1.10 or later read it.
 H5Handle h5_create_file(const std::string& path);
 H5Handle h5_create_group(hid_t loc, const std::string& name);
 H5Handle h5_open_group(hid_t loc, const std::string& name, const std::string& context);

@@ -2,7 +2,8 @@
 // and h5dump.
 //
 // Model file (best.h5, final.h5):
-//   / attrs        format="ringtrain-model", format_version, created, ringtrain_version
+//   / attrs        format="ringtrain-model", format_version, created,
+//                  ringtrain_version, crc32_model
 //   /model/dense_<i>/kernel  float32 [in, out];  /model/dense_<i>/bias  float32 [out]
 //   /model attrs   architecture ("784-256-128-10"), activation, task, dropout
 //   /metrics attrs every metric of the evaluation the weights come from, plus
@@ -10,14 +11,18 @@
 //   /config        text: the effective INI of the run
 // Checkpoint file (checkpoints/ckpt-<step>.h5): format="ringtrain-checkpoint",
 // the groups above plus
+//   / attrs            crc32_state
 //   /optimizer/<layer>/<param>/<slot>  e.g. /optimizer/dense_0/kernel/momentum
-//   /optimizer attrs   name, step, hyper-parameters
+//   /optimizer attrs   name, slots ("m,v"), step, hyper-parameters
 //   /trainer attrs     step, epoch, examples_seen, world_size, ...; dataset
 //                      rank_state int64 [world_size, k]
 //   /tracker attrs     best-model and early-stopping state
-// Datasets are chunked with the Fletcher32 filter and the file uses the HDF5
-// 1.8+ format whose metadata carries checksums; readers read every dataset,
-// so a flipped bit or a truncated file is an error, never silently loaded.
+// Integrity, in three layers, so that a flipped bit or a truncated file is an
+// error and never silently loaded: the file uses the HDF5 1.10 format, whose
+// object headers and chunk indexes carry checksums; text is fixed-length
+// (in object headers, not in the unchecksummed global heap); datasets are
+// chunked with the Fletcher32 filter; and crc32_model / crc32_state are CRC-32s
+// of the decoded content, verified after every read.
 // Writes are atomic (AtomicFile). This file knows nothing of training: the
 // trainer fills the attribute maps.
 #pragma once
