@@ -1,6 +1,7 @@
 // TrainingPlan (see plan.hpp).
 #include "ringtrain/train/plan.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 
@@ -40,6 +41,22 @@ TrainingPlan TrainingPlan::make(int64_t rows_per_rank, int world, int batch, int
   }
   if (evals > p.total_steps)
     throw UsageError(str_cat("train.evals: ", evals, " evaluation points do not fit in ", p.total_steps, " steps"));
+  if (evals > 0 && eval_every_steps <= 0) {
+    // Point k at the first step whose examples reach ceil(k * E / evals).
+    // A short batch, or virtual epochs shorter than a step, can put two
+    // points on one step: move them apart (forward, then back from the last
+    // step) so that exactly `evals` distinct points remain.
+    __extension__ typedef unsigned __int128 U;  // k * E may exceed 64 bits
+    p.eval_points.resize(std::size_t(evals));
+    int64_t prev = 0;
+    for (int64_t k = 1; k <= evals; ++k) {
+      const int64_t target = int64_t((U(k) * U(p.total_examples) + U(evals) - 1) / U(evals));
+      prev = std::max(p.steps_to_reach(target), prev + 1);
+      p.eval_points[std::size_t(k - 1)] = prev;
+    }
+    int64_t next = p.total_steps + 1;
+    for (auto it = p.eval_points.rbegin(); it != p.eval_points.rend(); ++it) next = *it = std::min(*it, next - 1);
+  }
   return p;
 }
 
@@ -57,10 +74,7 @@ bool TrainingPlan::is_eval_step(int64_t step) const {
   if (step >= total_steps) return true;
   if (eval_every_steps > 0) return step % eval_every_steps == 0;
   if (evals <= 0) return step % steps_per_pass == 0;
-  // Boundary k sits at the first step whose examples reach k * E / evals.
-  __extension__ typedef unsigned __int128 U;  // examples * evals may exceed 64 bits
-  const auto index = [&](int64_t s) { return int64_t(U(examples_after(s)) * U(evals) / U(total_examples)); };
-  return index(step) > index(step - 1);
+  return std::binary_search(eval_points.begin(), eval_points.end(), step);
 }
 
 int64_t TrainingPlan::virtual_epochs() const {

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace ringtrain {
 
@@ -23,6 +24,7 @@ struct TrainingPlan {
   int64_t total_steps = 1;
   int64_t evals = 0;           // 0: one evaluation per pass
   int64_t eval_every_steps = 0;  // eval.every_steps overrides the virtual epochs
+  std::vector<int64_t> eval_points;  // with evals > 0: the `evals` steps evaluated after, ascending
 
   // examples: "" or "0" -> epochs passes; "600000" -> that many; "14.3x" ->
   // 14.3 passes' worth. UsageError naming train.examples when malformed.
