@@ -124,6 +124,7 @@ class Trainer {
   TrainingPlan plan_;
   int64_t total_steps_ = 0;
   double comm_seconds_ = 0;
+  double save_seconds_ = 0;  // rank 0's time in save(): waiting for the writer and copying the state
   Timer wall_, since_checkpoint_;
   MetricMode monitor_mode_ = MetricMode::kMin;
   std::string monitor_;
