@@ -1,8 +1,6 @@
 // RunFiles (see run_files.hpp).
 #include "ringtrain/train/run_files.hpp"
 
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -68,13 +66,7 @@ void RunFiles::submit(SaveRequest request) {
   RT_CHECK(active_, "RunFiles::submit on an inactive rank");
   if (in_flight_.valid()) in_flight_.wait();
   if (!error_.empty()) return;  // reported already; write nothing more
-  in_flight_ = std::async(std::launch::async, [this, r = std::move(request)] {
-    // The lowest CPU priority for this thread only (Linux nice is per
-    // thread): when every core runs a rank, the writer takes the slack left
-    // while ranks wait, not time slices from a rank the others wait for.
-    (void)::setpriority(PRIO_PROCESS, id_t(::syscall(SYS_gettid)), 19);
-    write(r);
-  });
+  in_flight_ = std::async(std::launch::async, [this, r = std::move(request)] { write(r); });
 }
 
 std::string RunFiles::failed() {
