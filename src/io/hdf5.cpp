@@ -87,6 +87,8 @@ void write_dataset(hid_t loc, const std::string& name, const std::vector<hsize_t
 // change the text silently or crash the reader); a fixed-length attribute
 // value sits in its object header, which does.
 H5Handle fixed_string_type(const std::string& value) {
+  // A NUL would end the stored text early and the file's CRC would fail.
+  if (value.find('\0') != std::string::npos) throw RuntimeError("HDF5 text may not contain a NUL byte");
   H5Handle type = h5_check(H5Tcopy(H5T_C_S1), H5Tclose, "H5Tcopy");
   h5_check(H5Tset_size(type, value.size() + 1), "H5Tset_size");
   h5_check(H5Tset_strpad(type, H5T_STR_NULLTERM), "H5Tset_strpad");

@@ -274,18 +274,7 @@ std::string flip_name(Flip f) {
   }
 }
 
-// Address of a contiguous dataset's data, or of an object's header.
-haddr_t dataset_offset(const std::string& path, const std::string& dataset) {
-  h5_quiet();
-  H5Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-  REQUIRE(file.get() >= 0);
-  H5Handle ds(H5Dopen2(file, dataset.c_str(), H5P_DEFAULT), H5Dclose);
-  REQUIRE(ds.get() >= 0);
-  const haddr_t at = H5Dget_offset(ds);
-  REQUIRE(at != HADDR_UNDEF);
-  return at;
-}
-
+// Address of an object's header.
 haddr_t object_header(const std::string& path, const std::string& object) {
   h5_quiet();
   H5Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
@@ -668,4 +657,10 @@ TEST_CASE("model file: writes are atomic and leave no temporary behind") {
   CHECK_THROWS(write_model_file(path, broken));
   CHECK_FALSE(fs::exists(path + ".tmp"));
   CHECK(read_model_file(path).params[10] == other.params[10]);
+  // Text with a NUL byte would be stored cut short: refused, nothing written.
+  SavedModel nul = sample_model();
+  nul.config = std::string("[a]\nx = 1\0tail", 15);
+  CHECK_THROWS_AS(write_model_file(dir.file("nul.h5"), nul), Error);
+  CHECK_FALSE(fs::exists(dir.file("nul.h5")));
+  CHECK_FALSE(fs::exists(dir.file("nul.h5.tmp")));
 }
