@@ -1,9 +1,14 @@
 // Subcommands and the mapping of outcomes to exit codes: 0 success, 2 bad
-// input or usage, 3 runtime failure, 4 early stopping, 5 diverged
-// (util/error.hpp).
+// input or usage, 3 runtime failure, 4 early stopping, 5 diverged, 75
+// pre-empted with a checkpoint written (util/error.hpp).
 #include "ringtrain/app/app.hpp"
 
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -12,6 +17,9 @@
 #include "ringtrain/comm/mpi_communicator.hpp"
 #include "ringtrain/io/data_reader.hpp"
 #include "ringtrain/train/trainer.hpp"
+#include "ringtrain/util/stop_signal.hpp"
+
+extern char** environ;
 
 namespace ringtrain {
 
@@ -34,8 +42,35 @@ void print_error(const std::string& message) {
   std::fflush(stderr);
 }
 
+// train.requeue: rank 0, after the pre-emption checkpoint is on disk. Slurm
+// then ends this job and starts it again later; --resume auto continues.
+void request_requeue() {
+  const char* job = std::getenv("SLURM_JOB_ID");
+  if (job == nullptr || *job == '\0') {
+    print_error("train.requeue: not inside a Slurm allocation (SLURM_JOB_ID unset); not requeued");
+    return;
+  }
+  std::fflush(nullptr);
+  std::string a0 = "scontrol", a1 = "requeue", a2 = job;
+  char* argv[] = {a0.data(), a1.data(), a2.data(), nullptr};
+  pid_t pid = 0;
+  int status = 0;
+  const int rc = posix_spawnp(&pid, "scontrol", nullptr, nullptr, argv, environ);
+  if (rc == 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+    std::printf("ringtrain: asked Slurm to requeue job %s (scontrol requeue %s)\n", job, job);
+    std::fflush(stdout);
+    return;
+  }
+  print_error(str_cat("train.requeue: 'scontrol requeue ", job, "' failed",
+                      rc != 0 ? " (scontrol not found)" : "", "; the checkpoint is written: requeue or resubmit by hand"));
+}
+
 int run_train(int argc, char** argv, const std::vector<std::string>& args) {
   MpiEnvironment mpi(&argc, &argv);
+  // After MPI_Init, so that ours are the handlers in place. A file-size
+  // limit (ulimit -f) must fail the write with a message, not kill the rank.
+  install_stop_signal_handlers();
+  signal(SIGXFSZ, SIG_IGN);
   std::unique_ptr<Communicator> comm;
   try {
     comm = make_mpi_communicator("mpi");  // for agreeing on option errors
@@ -51,11 +86,17 @@ int run_train(int argc, char** argv, const std::vector<std::string>& args) {
       return kExitSuccess;
     }
     std::unique_ptr<Communicator> training_comm;
-    run_collectively(*comm, [&] { training_comm = make_mpi_communicator(parsed.config.comm_algorithm); });
+    run_collectively(*comm, [&] {
+      training_comm = make_mpi_communicator(parsed.config.comm_algorithm, parsed.config.comm_timeout_seconds);
+    });
     comm = std::move(training_comm);
     Trainer trainer(parsed.config, *comm);
     const TrainResult result = trainer.run();
     comm->barrier();
+    if (result.preempted) {
+      if (parsed.config.requeue && comm->rank() == 0) request_requeue();
+      return kExitPreempted;
+    }
     switch (result.stop) {
       case StopReason::kPatience:
       case StopReason::kBaseline:

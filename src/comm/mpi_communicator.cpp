@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "ringtrain/comm/ring_allreduce.hpp"
+#include "ringtrain/comm/watchdog.hpp"
 
 namespace ringtrain {
 
@@ -27,15 +28,17 @@ namespace {
 
 class MpiCommunicator final : public Communicator {
  public:
-  explicit MpiCommunicator(bool use_ring) : use_ring_(use_ring) {
+  MpiCommunicator(bool use_ring, double timeout_s) : use_ring_(use_ring) {
     check_mpi(MPI_Comm_dup(MPI_COMM_WORLD, &comm_), "MPI_Comm_dup");
     MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
     check_mpi(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
     check_mpi(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
-    ring_ = std::make_unique<RingAllreduce>(comm_);
+    watchdog_ = std::make_unique<Watchdog>(comm_, timeout_s);
+    ring_ = std::make_unique<RingAllreduce>(comm_, watchdog_.get());
   }
   ~MpiCommunicator() override {
     ring_.reset();
+    watchdog_.reset();
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (!finalized) MPI_Comm_free(&comm_);
@@ -46,6 +49,9 @@ class MpiCommunicator final : public Communicator {
   std::string algorithm() const override { return use_ring_ ? "ring" : "mpi"; }
   void reserve(std::size_t n) override { ring_->reserve(n); }
 
+  // The float path with comm.algorithm=mpi stays the blocking MPI_Allreduce:
+  // it is the reference the ring is checked and benchmarked against. Every
+  // other collective is non-blocking and waited for by the watchdog.
   void allreduce_sum(float* data, std::size_t n) override {
     if (use_ring_) return ring_->run(data, n);
     check_count(n);
@@ -54,18 +60,28 @@ class MpiCommunicator final : public Communicator {
   }
   void allreduce_sum(double* data, std::size_t n) override {
     check_count(n);
-    check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_DOUBLE, MPI_SUM, comm_),
-              "MPI_Allreduce");
+    MPI_Request req;
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_DOUBLE, MPI_SUM, comm_, &req),
+              "MPI_Iallreduce");
+    watchdog_->wait(1, &req, "an all-reduce of metrics");
   }
   int allreduce_min(int value) override {
-    check_mpi(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
+    MPI_Request req;
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, &value, 1, MPI_INT, MPI_MIN, comm_, &req), "MPI_Iallreduce");
+    watchdog_->wait(1, &req, "an all-reduce of status flags");
     return value;
   }
   void broadcast(void* data, std::size_t bytes, int root) override {
     check_count(bytes);
-    check_mpi(MPI_Bcast(data, static_cast<int>(bytes), MPI_BYTE, root, comm_), "MPI_Bcast");
+    MPI_Request req;
+    check_mpi(MPI_Ibcast(data, static_cast<int>(bytes), MPI_BYTE, root, comm_, &req), "MPI_Ibcast");
+    watchdog_->wait(1, &req, "a broadcast from rank 0");
   }
-  void barrier() override { check_mpi(MPI_Barrier(comm_), "MPI_Barrier"); }
+  void barrier() override {
+    MPI_Request req;
+    check_mpi(MPI_Ibarrier(comm_, &req), "MPI_Ibarrier");
+    watchdog_->wait(1, &req, "a barrier");
+  }
   [[noreturn]] void abort(int exit_code) override {
     std::fflush(nullptr);
     MPI_Abort(MPI_COMM_WORLD, exit_code);
@@ -80,15 +96,16 @@ class MpiCommunicator final : public Communicator {
   bool use_ring_;
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
+  std::unique_ptr<Watchdog> watchdog_;
   std::unique_ptr<RingAllreduce> ring_;
 };
 
 }  // namespace
 
-std::unique_ptr<Communicator> make_mpi_communicator(const std::string& algorithm) {
+std::unique_ptr<Communicator> make_mpi_communicator(const std::string& algorithm, double timeout_s) {
   if (algorithm != "ring" && algorithm != "mpi")
     throw UsageError(str_cat("comm.algorithm: expected ring or mpi, got '", algorithm, "'"));
-  return std::make_unique<MpiCommunicator>(algorithm == "ring");
+  return std::make_unique<MpiCommunicator>(algorithm == "ring", timeout_s);
 }
 
 }  // namespace ringtrain

@@ -12,6 +12,7 @@
 #include "ringtrain/io/data_reader.hpp"
 #include "ringtrain/nn/loss.hpp"
 #include "ringtrain/util/philox.hpp"
+#include "ringtrain/util/stop_signal.hpp"
 #include "ringtrain/util/timer.hpp"
 
 namespace ringtrain {
@@ -19,7 +20,7 @@ namespace ringtrain {
 namespace {
 
 // After the gradients: [loss sum, sample count, checkpoint-now flag, writer-failed flag].
-constexpr std::size_t kTail = 4;
+constexpr std::size_t kTail = 5;  // loss sum, sample count, 3 flags
 
 std::vector<int64_t> iota_rows(int64_t n) {
   std::vector<int64_t> v(n);
@@ -281,6 +282,7 @@ double Trainer::train_step(int64_t step, int64_t step_in_epoch) {
   grads_[n + 2] = root && cfg_.checkpoint_every_seconds > 0 &&
                   since_checkpoint_.seconds() >= cfg_.checkpoint_every_seconds;
   grads_[n + 3] = root && files_.active() && !files_.failed().empty();
+  grads_[n + 4] = stop_signal() != 0;  // any rank's pre-emption signal stops all
 
   const Timer comm_timer;
   comm_.allreduce_sum(grads_.data(), grads_.size());
@@ -289,6 +291,7 @@ double Trainer::train_step(int64_t step, int64_t step_in_epoch) {
   const float global_loss = grads_[n], global_count = grads_[n + 1];
   checkpoint_flag_ = grads_[n + 2];
   writer_failed_flag_ = grads_[n + 3];
+  stop_flag_ = grads_[n + 4];
   // Every rank sees the same reduced values, so all stop together; the bad
   // update is never applied.
   if (!std::isfinite(global_loss) || !all_finite(grads_.data(), n))

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "ringtrain/train/trainer.hpp"
+#include "ringtrain/util/stop_signal.hpp"
 
 namespace ringtrain {
 
@@ -110,14 +111,22 @@ TrainResult Trainer::run() {
     TrackerDecision d;
     if (eval_due) d = evaluate_and_decide(step, result);
     const bool diverged = d.stop == StopReason::kNonFinite || d.stop == StopReason::kDivergence;
+    // A stop signal on any rank: every rank saw the same sum, so all stop
+    // here, after this step's evaluation (if due) and with a checkpoint.
+    const bool preempt = stop_flag_ > 0 && step < total_steps_;
     const bool checkpoint_due =
         checkpoints && !diverged &&
-        (eval_due || step == end || checkpoint_flag_ > 0 ||
+        (eval_due || step == end || preempt || checkpoint_flag_ > 0 ||
          (cfg_.checkpoint_every_steps > 0 && step % cfg_.checkpoint_every_steps == 0));
     save(step, d, checkpoint_due);
     if (d.stop != StopReason::kNone) {
       result.stop = d.stop;
       result.stop_message = d.message;
+      break;
+    }
+    if (preempt) {
+      result.preempted = true;
+      result.preempted_ranks = int(stop_flag_);
       break;
     }
   }
@@ -138,8 +147,19 @@ void Trainer::end_of_training(int64_t step, TrainResult& result) {
   });
   if (!result.stop_message.empty()) log_.info(result.stop_message);
   if (result.interrupted) {
-    log_.info(str_cat("stopped after step ", step, " of ", total_steps_,
-                      " (train.stop_after_steps); continue with --resume auto"));
+    const bool saved = cfg_.checkpoint_keep_last > 0;
+    const std::string how =
+        saved ? str_cat("checkpoint ", cfg_.run_dir, "/checkpoints/ckpt-", step, ".h5 written; continue with --resume auto")
+              : "no checkpoint written (checkpoint.keep_last=0): a new run starts over";
+    if (result.preempted) {
+      const int own = stop_signal();
+      log_.info(str_cat("pre-empted: a stop signal reached ", result.preempted_ranks, " of ", comm_.size(),
+                        comm_.size() == 1 ? " rank" : " ranks",
+                        own ? str_cat(" (", stop_signal_name(own), " on rank 0)") : std::string(),
+                        "; all stopped after step ", step, " of ", total_steps_, "; ", how));
+    } else {
+      log_.info(str_cat("stopped after step ", step, " of ", total_steps_, " (train.stop_after_steps); ", how));
+    }
     return;
   }
   const bool diverged = result.stop == StopReason::kNonFinite || result.stop == StopReason::kDivergence;

@@ -4,6 +4,8 @@
 // checkpoints are skipped; best.h5 describes its own weights.
 #include <doctest/doctest.h>
 
+#include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -11,6 +13,7 @@
 
 #include "ringtrain/comm/mpi_communicator.hpp"
 #include "ringtrain/train/trainer.hpp"
+#include "ringtrain/util/stop_signal.hpp"
 #include "train_fixtures.hpp"
 
 using namespace ringtrain;
@@ -192,4 +195,59 @@ TEST_CASE("checkpoint: other settings are refused on resume, naming the keys") {
     CHECK(e.exit_code() == kExitUsage);
     CHECK(std::string(e.what()).find("optim.lr (0.2 -> 0.3)") != std::string::npos);
   }
+}
+
+TEST_CASE("pre-emption: a stop signal on one rank stops every rank on the same step, checkpointed, resumable bit-exact") {
+  auto comm = make_mpi_communicator("ring");
+  const int p = comm->size();
+  SharedDataFile data(*comm, synthetic_classification(int64_t(47) * p + 1, 6, 3));
+  const TrainConfig full_cfg = resumable_config(data.path(), data.dir() + "/full", "adamw");
+  Trainer full(full_cfg, *comm);
+  const TrainResult want = full.run();
+  const std::vector<float> want_state = state_of(full);
+
+  TrainConfig cfg = resumable_config(data.path(), data.dir() + "/preempted", "adamw");
+  cfg.checkpoint_every_steps = 0;  // only the evaluation points and the pre-emption checkpoint
+  cfg.stop_after_steps = 6;
+  { Trainer(cfg, *comm).run(); }
+  cfg.stop_after_steps = 0;
+  cfg.resume = "auto";
+  install_stop_signal_handlers();
+  set_stop_signal(0);
+  if (comm->rank() == p - 1) std::raise(SIGUSR1);  // through the real handler
+  TrainResult r;
+  {
+    Trainer t(cfg, *comm);
+    r = t.run();
+  }
+  CHECK(stop_signal() == (comm->rank() == p - 1 ? SIGUSR1 : 0));
+  set_stop_signal(0);
+  CHECK(r.preempted);
+  CHECK(r.interrupted);
+  CHECK(r.preempted_ranks == 1);
+  CHECK(r.steps == 7);  // the step in flight when the flag was seen, no further
+  if (comm->rank() == 0) CHECK(fs::exists(cfg.run_dir + "/checkpoints/ckpt-7.h5"));
+  Trainer last(cfg, *comm);
+  CHECK(last.start_step() == 7);
+  const TrainResult got = last.run();
+  CHECK_FALSE(got.preempted);
+  CHECK(got.steps == want.steps);
+  const std::vector<float> got_state = state_of(last);
+  REQUIRE(got_state.size() == want_state.size());
+  CHECK(all_ranks(*comm, std::memcmp(got_state.data(), want_state.data(), got_state.size() * sizeof(float)) == 0));
+  if (comm->rank() == 0) CHECK(metrics_lines(cfg.run_dir) == metrics_lines(full_cfg.run_dir));
+}
+
+TEST_CASE("pre-emption: a stop signal seen on the last step changes nothing (the run is complete)") {
+  auto comm = make_mpi_communicator("ring");
+  SharedDataFile data(*comm, synthetic_classification(int64_t(20) * comm->size(), 6, 3));
+  TrainConfig cfg = short_run_config(data.path(), data.dir() + "/complete");
+  cfg.max_steps = 1;
+  set_stop_signal(SIGTERM);
+  Trainer t(cfg, *comm);
+  const TrainResult r = t.run();
+  set_stop_signal(0);
+  CHECK_FALSE(r.preempted);
+  CHECK_FALSE(r.interrupted);
+  CHECK(r.steps == 1);
 }

@@ -20,7 +20,11 @@ class MpiEnvironment {
 
 // A communicator over a duplicate of MPI_COMM_WORLD. `algorithm` picks the
 // float all-reduce: "ring" (ours) or "mpi" (MPI_Allreduce, the reference).
-// UsageError naming comm.algorithm when it is neither.
-std::unique_ptr<Communicator> make_mpi_communicator(const std::string& algorithm);
+// UsageError naming comm.algorithm when it is neither. Every collective
+// except the reference MPI_Allreduce waits under a watchdog of `timeout_s`
+// seconds (comm.timeout_seconds; 0: wait for ever; see watchdog.hpp).
+constexpr double kDefaultCommTimeout = 300;
+std::unique_ptr<Communicator> make_mpi_communicator(const std::string& algorithm,
+                                                    double timeout_s = kDefaultCommTimeout);
 
 }  // namespace ringtrain

@@ -13,6 +13,8 @@
 // rank moves 2(p-1)/p * n floats, the bandwidth optimum.
 //
 // The receive scratch is allocated (and touched) by reserve(), never per call.
+// Each exchange is a non-blocking receive + send; with a Watchdog the wait
+// never lasts for ever (watchdog.hpp).
 #pragma once
 
 #include <mpi.h>
@@ -20,20 +22,24 @@
 #include <cstddef>
 #include <vector>
 
+#include "ringtrain/comm/watchdog.hpp"
 #include "ringtrain/util/big_buffer.hpp"
 
 namespace ringtrain {
 
 class RingAllreduce {
  public:
-  explicit RingAllreduce(MPI_Comm comm);
+  // `watchdog` (optional, not owned) bounds every wait.
+  explicit RingAllreduce(MPI_Comm comm, Watchdog* watchdog = nullptr);
   void reserve(std::size_t n);
   void run(float* data, std::size_t n);
 
  private:
   std::size_t chunk_begin(int c, std::size_t n) const;
+  void exchange(const float* send, int send_count, float* recv, int recv_count, const char* what);
   MPI_Comm comm_;
-  int rank_, size_;
+  Watchdog* watchdog_;
+  int rank_, size_, right_, left_;
   BigBuffer<float> scratch_;
 };
 

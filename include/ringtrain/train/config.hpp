@@ -72,6 +72,8 @@ struct TrainConfig {
   std::string resume = "none";  // resume: none | auto | PATH
 
   std::string comm_algorithm = "ring";  // comm.algorithm
+  double comm_timeout_seconds = 300;    // comm.timeout_seconds (0: no watchdog)
+  bool requeue = false;                 // train.requeue (acted on by app/)
   bool progress = true;                 // run.progress
 
   std::string effective_ini;

@@ -49,7 +49,9 @@ struct TrainResult {
   double comm_seconds = 0;                  // of which in the gradient all-reduce
   StopReason stop = StopReason::kNone;      // why training ended early
   std::string stop_message;
-  bool interrupted = false;                 // train.stop_after_steps ended it; resume to go on
+  bool interrupted = false;                 // stopped before the end: resume to go on
+  bool preempted = false;                   // ... because of a stop signal (SIGTERM, SIGUSR1)
+  int preempted_ranks = 0;                  // how many ranks received one
 };
 
 // Training progress since the last evaluation.
@@ -141,11 +143,12 @@ class Trainer {
   std::unique_ptr<SavedCheckpoint> resume_;     // rank 0, between find and restore
   std::string resume_path_;
 
-  // Flags rank 0 adds to the gradient all-reduce (0 or 1 after the sum).
-  float checkpoint_flag_ = 0, writer_failed_flag_ = 0;
+  // Flags rank 0 adds to the gradient all-reduce (0 or 1 after the sum),
+  // and the number of ranks that received a stop signal (pre-emption).
+  float checkpoint_flag_ = 0, writer_failed_flag_ = 0, stop_flag_ = 0;
 
   // Step buffers, allocated once.
-  BigBuffer<float> grads_;  // num_params gradients + [loss sum, sample count, 2 flags]
+  BigBuffer<float> grads_;  // num_params gradients + [loss sum, sample count, 3 flags]
   BigBuffer<float> batch_x_, batch_y_, dout_;
   std::vector<int32_t> batch_labels_, predicted_;
 };

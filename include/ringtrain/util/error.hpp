@@ -9,6 +9,9 @@
 // Training that ends early but cleanly has codes of its own: 4 when early
 // stopping ended it (patience, baseline), 5 when it diverged (non-finite loss
 // or gradient, early_stop.divergence); best.h5 and checkpoints stay valid.
+// 75 (EX_TEMPFAIL of sysexits.h) when a stop signal (SIGTERM, SIGUSR1:
+// pre-emption, a time limit) ended it: a checkpoint was written, resume with
+// --resume auto or requeue the job.
 // Messages are one line and name what is wrong (the key, the path, the value).
 #pragma once
 
@@ -24,6 +27,7 @@ enum ExitCode : int {
   kExitRuntime = 3,
   kExitEarlyStop = 4,
   kExitDiverged = 5,
+  kExitPreempted = 75,
 };
 
 class Error : public std::runtime_error {

@@ -1,0 +1,48 @@
+// Watchdog: every wait of comm/ goes through it, so no rank waits forever.
+//
+// wait() polls MPI requests. When nothing completed for `timeout` seconds it
+// calls the roll: it asks every other rank, on a communicator of its own (so
+// the questions never mix with training traffic), whether it is alive, gives
+// them a grace period to answer, prints which ranks did not answer (dead,
+// stopped, or stuck outside communication) and ends the job with MPI_Abort.
+// Ranks answer roll calls while they wait, so a rank that is alive and
+// waiting is never named; one that is computing through the whole grace
+// period is, and that is the rank holding everyone up.
+//
+// Why our own: when a rank dies, mpirun ends the job, but srun without
+// --kill-on-bad-exit, a stopped process or a rank stuck in a file-system
+// call leave the others blocked in MPI for ever. Polling costs nothing extra:
+// MPI's own blocking waits spin on the same progress engine.
+#pragma once
+
+#include <mpi.h>
+
+#include <vector>
+
+namespace ringtrain {
+
+class Watchdog {
+ public:
+  // Duplicates `comm` for the roll call. timeout_s <= 0: wait for ever.
+  Watchdog(MPI_Comm comm, double timeout_s);
+  ~Watchdog();
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+
+  // Waits until all n requests completed. `what` names the operation in the
+  // report ("the ring all-reduce"). Never returns when the timeout fires.
+  void wait(int n, MPI_Request* requests, const char* what);
+  double timeout() const { return timeout_; }
+
+ private:
+  [[noreturn]] void roll_call(const char* what, double waited);
+  void answer_roll_calls();  // replies "alive" to every pending question
+
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0, size_ = 1;
+  double timeout_ = 0;
+  std::vector<int> reply_;               // payload per peer, alive while sending
+  std::vector<MPI_Request> reply_reqs_;  // one outstanding reply per peer
+};
+
+}  // namespace ringtrain

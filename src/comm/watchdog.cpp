@@ -1,0 +1,129 @@
+// Watchdog (see watchdog.hpp): waits with a timeout and a roll call.
+#include "ringtrain/comm/watchdog.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "ringtrain/comm/ring_allreduce.hpp"
+#include "ringtrain/util/error.hpp"
+
+namespace ringtrain {
+
+namespace {
+
+constexpr int kQuestionTag = 0x7701, kAnswerTag = 0x7702;
+
+double now_s() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+std::string rank_list(const std::vector<int>& ranks) {
+  std::string s;
+  for (int r : ranks) s += (s.empty() ? "" : ", ") + std::to_string(r);
+  return s;
+}
+
+}  // namespace
+
+Watchdog::Watchdog(MPI_Comm comm, double timeout_s) : timeout_(timeout_s) {
+  check_mpi(MPI_Comm_dup(comm, &comm_), "MPI_Comm_dup");
+  MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+  check_mpi(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
+  check_mpi(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+  reply_.assign(size_, 0);
+  reply_reqs_.assign(size_, MPI_REQUEST_NULL);
+}
+
+Watchdog::~Watchdog() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (finalized) return;
+  for (MPI_Request& r : reply_reqs_)
+    if (r != MPI_REQUEST_NULL) MPI_Request_free(&r);
+  MPI_Comm_free(&comm_);
+}
+
+void Watchdog::wait(int n, MPI_Request* requests, const char* what) {
+  int done = 0;
+  check_mpi(MPI_Testall(n, requests, &done, MPI_STATUSES_IGNORE), what);
+  if (done || timeout_ <= 0 || size_ == 1) {
+    if (!done) check_mpi(MPI_Waitall(n, requests, MPI_STATUSES_IGNORE), what);
+    return;
+  }
+  // Read the clock and look for roll calls only every so many polls: one
+  // poll is well under a microsecond when nothing arrived.
+  const double start = now_s();
+  double next_look = start + 0.01;
+  for (unsigned polls = 1;; ++polls) {
+    check_mpi(MPI_Testall(n, requests, &done, MPI_STATUSES_IGNORE), what);
+    if (done) return;
+    if (polls % 64 != 0) continue;
+    const double t = now_s();
+    if (t < next_look) continue;
+    next_look = t + 0.01;
+    answer_roll_calls();
+    if (t - start >= timeout_) roll_call(what, t - start);
+  }
+}
+
+void Watchdog::answer_roll_calls() {
+  for (;;) {
+    int pending = 0;
+    MPI_Status st;
+    if (MPI_Iprobe(MPI_ANY_SOURCE, kQuestionTag, comm_, &pending, &st) != MPI_SUCCESS || !pending) return;
+    int question = 0;
+    if (MPI_Recv(&question, 1, MPI_INT, st.MPI_SOURCE, kQuestionTag, comm_, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+      return;
+    const int q = st.MPI_SOURCE;
+    int idle = 1;
+    if (reply_reqs_[q] != MPI_REQUEST_NULL) MPI_Test(&reply_reqs_[q], &idle, MPI_STATUS_IGNORE);
+    if (!idle) continue;  // the last answer to q is still on its way
+    reply_[q] = rank_;
+    MPI_Isend(&reply_[q], 1, MPI_INT, q, kAnswerTag, comm_, &reply_reqs_[q]);
+  }
+}
+
+void Watchdog::roll_call(const char* what, double waited) {
+  // Ask everyone; the sends to a dead rank may never complete, which is fine:
+  // the job ends below either way.
+  std::vector<int> question(size_, rank_);
+  std::vector<MPI_Request> asks(size_, MPI_REQUEST_NULL);
+  for (int q = 0; q < size_; ++q)
+    if (q != rank_) MPI_Isend(&question[q], 1, MPI_INT, q, kQuestionTag, comm_, &asks[q]);
+  std::vector<char> alive(size_, 0);
+  alive[rank_] = 1;
+  const double grace = std::min(10.0, std::max(1.0, 0.5 * timeout_));
+  const double end = now_s() + grace;
+  int answered = 1;
+  while (answered < size_ && now_s() < end) {
+    answer_roll_calls();  // another rank may be calling the roll too
+    int pending = 0;
+    MPI_Status st;
+    if (MPI_Iprobe(MPI_ANY_SOURCE, kAnswerTag, comm_, &pending, &st) != MPI_SUCCESS) break;
+    if (!pending) continue;
+    int who = 0;
+    MPI_Recv(&who, 1, MPI_INT, st.MPI_SOURCE, kAnswerTag, comm_, MPI_STATUS_IGNORE);
+    if (!alive[st.MPI_SOURCE]) ++answered;
+    alive[st.MPI_SOURCE] = 1;
+  }
+  std::vector<int> missing, waiting;
+  for (int q = 0; q < size_; ++q) (alive[q] ? waiting : missing).push_back(q);
+  const std::string missing_text =
+      missing.empty() ? "every rank answered the roll call (a deadlock, not a lost rank)"
+                      : str_cat(missing.size() == 1 ? "rank " : "ranks ", rank_list(missing),
+                                " did not answer (dead, stopped, or stuck outside communication)");
+  std::fflush(stdout);
+  std::fprintf(stderr,
+               "ringtrain: error: rank %d: no progress for %.0f s in %s (comm.timeout_seconds=%g): %s; "
+               "ranks waiting: %s; ending the job\n",
+               rank_, waited, what, timeout_, missing_text.c_str(), rank_list(waiting).c_str());
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, kExitRuntime);
+  std::_Exit(kExitRuntime);
+}
+
+}  // namespace ringtrain
