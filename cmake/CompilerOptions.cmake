@@ -6,6 +6,9 @@
 #   meant for other machines (a cluster's login node, a container) turns it off.
 # RINGTRAIN_SANITIZE (default OFF): AddressSanitizer + UndefinedBehaviorSanitizer,
 #   with UB reports made fatal so the test suite fails on them.
+# RINGTRAIN_FUZZ (default OFF, declared in CMakeLists.txt; clang only): every
+#   target instrumented for libFuzzer (-fsanitize=fuzzer-no-link) plus ASan and
+#   UBSan; fuzz/ links its executables with -fsanitize=fuzzer. See fuzz/README.md.
 option(RINGTRAIN_NATIVE "Optimise for the building machine (-march=native)" ON)
 option(RINGTRAIN_SANITIZE "Build with ASan+UBSan" OFF)
 
@@ -22,5 +25,13 @@ if(RINGTRAIN_SANITIZE)
     -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
     # The same GCC 12 false positive inside AVX-512 intrinsics, at -O1/-O2.
     $<$<CXX_COMPILER_ID:GNU>:-Wno-uninitialized>)
+  target_link_options(ringtrain_options INTERFACE -fsanitize=address,undefined)
+endif()
+if(RINGTRAIN_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "RINGTRAIN_FUZZ needs clang (libFuzzer); use the `fuzz` preset")
+  endif()
+  target_compile_options(ringtrain_options INTERFACE
+    -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
   target_link_options(ringtrain_options INTERFACE -fsanitize=address,undefined)
 endif()

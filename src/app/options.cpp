@@ -4,6 +4,7 @@
 #include <boost/program_options.hpp>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -69,6 +70,8 @@ const OptionDef kOptions[] = {
     {"train.max_steps", "0", "cap on the planned steps (0: no limit); shortens the schedule too"},
     {"train.stop_after_steps", "0", "end this invocation after N steps in all, with a checkpoint, as a "
                                     "pre-emption would; the schedule still plans the whole run (0: off)"},
+    {"train.requeue", "false", "after a pre-emption checkpoint inside a Slurm allocation, rank 0 asks Slurm "
+                               "to requeue the job (scontrol requeue $SLURM_JOB_ID)"},
     {"train.init_from", "", "start from the weights of this model or checkpoint file (fresh optimizer)"},
     {"train.freeze", "", "layers to keep fixed, comma-separated (dense_0,dense_1)"},
     {"train.new_head", "false", "with train.init_from: a fresh output layer when the output size differs"},
@@ -93,6 +96,8 @@ const OptionDef kOptions[] = {
     {"early_stop.divergence", "", "stop at once when the monitor is worse than this (empty: none)"},
     {"early_stop.restore_best", "false", "end with the best weights as the final model, whatever stopped it"},
     {"comm.algorithm", "ring", "gradient all-reduce: ring (ringtrain's) | mpi (MPI_Allreduce)"},
+    {"comm.timeout_seconds", "300", "watchdog: a rank that waits this long in a collective without progress "
+                                    "names the ranks that are missing and ends the job (0: wait forever)"},
 };
 
 using Values = std::map<std::string, std::string>;
@@ -238,8 +243,45 @@ TrainConfig to_config(const Values& v) {
   c.comm_algorithm = v.at("comm.algorithm");
   if (c.comm_algorithm != "ring" && c.comm_algorithm != "mpi")
     bad_value("comm.algorithm", c.comm_algorithm, "ring or mpi");
+  c.comm_timeout_seconds = to_double(v, "comm.timeout_seconds");
+  if (c.comm_timeout_seconds < 0 || c.comm_timeout_seconds > 1e7)
+    throw UsageError(str_cat("comm.timeout_seconds: expected a value in [0, 1e7] (0: off), got ",
+                             v.at("comm.timeout_seconds")));
+  c.requeue = to_bool(v, "train.requeue");
   return c;
 }
+
+// The message of a Boost.Program_options error. Its what() replaces each
+// %placeholder% until none is left, so a key, word or line that holds one
+// ("--%canonical_option%") would make it loop forever: this fills the
+// template's placeholders in one pass and never rescans the text it inserts.
+struct PoMessage : po::error_with_option_name {
+  static std::string of(const po::error& err) {
+    const auto* e = dynamic_cast<const po::error_with_option_name*>(&err);
+    if (!e) return err.what();
+    std::map<std::string, std::string> subs = e->*&PoMessage::m_substitutions;
+    subs["canonical_option"] = (e->*&PoMessage::get_canonical_option_name)();
+    subs["prefix"] = (e->*&PoMessage::get_canonical_option_prefix)();
+    std::string tmpl = e->m_error_template;
+    for (const auto& [name, from_to] : e->*&PoMessage::m_substitution_defaults) {
+      if (!subs[name].empty()) continue;
+      for (auto pos = tmpl.find(from_to.first); pos != std::string::npos; pos = tmpl.find(from_to.first, pos))
+        tmpl.replace(pos, from_to.first.size(), from_to.second);
+    }
+    std::string msg;
+    for (std::size_t i = 0; i < tmpl.size();) {
+      const auto end = tmpl[i] == '%' ? tmpl.find('%', i + 1) : std::string::npos;
+      const auto it = end == std::string::npos ? subs.end() : subs.find(tmpl.substr(i + 1, end - i - 1));
+      if (it == subs.end()) {
+        msg += tmpl[i++];
+      } else {
+        msg += it->second;
+        i = end + 1;
+      }
+    }
+    return msg;
+  }
+};
 
 // Effective INI: top-level keys first, then one [section] per prefix, in
 // table order.
@@ -306,10 +348,18 @@ ParsedTrainArgs parse_train_args(const std::vector<std::string>& args) {
     throw UsageError(str_cat("options: unexpected argument '", word,
                              "' (options are --section.key=value; a config file is --config FILE)"));
   } catch (const po::error& e) {
-    throw UsageError(str_cat(vm.count("config") ? "options/config: " : "options: ", e.what()));
+    throw UsageError(str_cat(vm.count("config") ? "options/config: " : "options: ", PoMessage::of(e)));
   }
   Values vals;
-  for (const auto& def : kOptions) vals[def.key] = vm[def.key].as<std::string>();
+  for (const auto& def : kOptions) {
+    const std::string& v = vals[def.key] = vm[def.key].as<std::string>();
+    // config.ini must give back exactly this run: an INI value cannot hold
+    // '#' (a comment), a line break or blanks at either end.
+    const bool blank_end = !v.empty() && (std::isspace((unsigned char)v.front()) || std::isspace((unsigned char)v.back()));
+    if (v.find_first_of("#\r\n") != std::string::npos || blank_end)
+      throw UsageError(str_cat(def.key, ": a value with '#', a line break or blanks at either end cannot be "
+                               "recorded in config.ini, got '", v, "'"));
+  }
   out.config = to_config(vals);
   out.config.effective_ini = effective_ini(vals);
   return out;

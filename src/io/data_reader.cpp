@@ -29,6 +29,9 @@ SourceInfo probe_idx(const DataSource& src) {
   if (lh.dims.size() != 1 || lh.rows() != images.rows())
     throw UsageError(str_cat(labels_path, ": holds ", lh.rows(), " labels (", lh.dims.size(),
                              "-D) for ", images.rows(), " images in ", src.path));
+  // Check the labels file holds all the rows its header promises before
+  // allocating a row list of that length.
+  read_idx_rows(labels_path, {});
   std::vector<int64_t> all(images.rows());
   std::iota(all.begin(), all.end(), int64_t{0});
   const std::vector<uint8_t> labels = read_idx_rows(labels_path, all);

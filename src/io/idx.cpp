@@ -3,6 +3,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <fstream>
 #include <memory>
 
@@ -42,6 +43,29 @@ void read_exact(gzFile f, void* dst, std::size_t bytes, const std::string& path)
   }
 }
 
+// Skips `bytes` bytes through a small buffer, whatever the header says the
+// row size is.
+void skip_exact(gzFile f, std::size_t bytes, const std::string& path) {
+  uint8_t buf[1 << 16];
+  while (bytes > 0) {
+    const std::size_t n = std::min(bytes, sizeof buf);
+    read_exact(f, buf, n, path);
+    bytes -= n;
+  }
+}
+
+// Appends `bytes` bytes to out, growing it as they arrive: a header that
+// promises more than the file holds ends in "truncated", not in allocating
+// what it promised.
+void append_exact(gzFile f, std::vector<uint8_t>& out, std::size_t bytes, const std::string& path) {
+  while (bytes > 0) {
+    const std::size_t n = std::min<std::size_t>(bytes, 1 << 20), at = out.size();
+    out.resize(at + n);
+    read_exact(f, out.data() + at, n, path);
+    bytes -= n;
+  }
+}
+
 IdxHeader parse_header(gzFile f, const std::string& path) {
   uint8_t magic[4];
   read_exact(f, magic, 4, path);
@@ -57,7 +81,15 @@ IdxHeader parse_header(gzFile f, const std::string& path) {
     read_exact(f, b, 4, path);
     d = (uint32_t(b[0]) << 24) | (uint32_t(b[1]) << 16) | (uint32_t(b[2]) << 8) | b[3];
   }
-  if (h.rows() == 0 || h.row_size() == 0) throw UsageError(str_cat(path, ": IDX file holds no data"));
+  // Every size at least 1 and the payload at most 2^48 bytes: row counts,
+  // row sizes and offsets can then never overflow.
+  int64_t total = 1;
+  for (uint32_t d : h.dims) {
+    if (d == 0) throw UsageError(str_cat(path, ": IDX file holds no data"));
+    if (total > (int64_t{1} << 48) / d)
+      throw UsageError(str_cat(path, ": IDX dimensions multiply to more than 2^48 bytes (corrupt header?)"));
+    total *= d;
+  }
   return h;
 }
 
@@ -93,28 +125,20 @@ std::vector<uint8_t> read_idx_rows(const std::string& path, const std::vector<in
   const IdxHeader h = parse_header(f.get(), path);
   if (header_out) *header_out = h;
   const int64_t row_size = h.row_size();
-  std::vector<uint8_t> out(rows.size() * std::size_t(row_size));
-  std::vector<uint8_t> skip(std::size_t(row_size) * 256);
+  std::vector<uint8_t> out;
+  out.reserve(std::min<std::size_t>(rows.size() * std::size_t(row_size), std::size_t{1} << 26));
   int64_t pos = 0;  // next row in the stream
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const int64_t want = rows[i];
     RT_CHECK(want >= pos, "IDX rows must be requested in ascending order");
     if (want >= h.rows())
       throw UsageError(str_cat(path, ": has ", h.rows(), " rows, row ", want, " was asked for"));
-    while (pos < want) {  // skip unwanted rows in blocks
-      const int64_t n = std::min<int64_t>(want - pos, 256);
-      read_exact(f.get(), skip.data(), std::size_t(n * row_size), path);
-      pos += n;
-    }
-    read_exact(f.get(), out.data() + i * std::size_t(row_size), std::size_t(row_size), path);
-    ++pos;
+    skip_exact(f.get(), std::size_t((want - pos) * row_size), path);  // unwanted rows
+    append_exact(f.get(), out, std::size_t(row_size), path);
+    pos = want + 1;
   }
   // The file must really hold all the rows its header promises.
-  while (pos < h.rows()) {
-    const int64_t n = std::min<int64_t>(h.rows() - pos, 256);
-    read_exact(f.get(), skip.data(), std::size_t(n * row_size), path);
-    pos += n;
-  }
+  skip_exact(f.get(), std::size_t((h.rows() - pos) * row_size), path);
   return out;
 }
 

@@ -55,6 +55,13 @@ TEST_CASE("bad options are usage errors naming the key") {
   fails_with({"--model.activation=gelu"}, "model.activation");
   fails_with({"--optim.decay=linear"}, "optim.decay");
   fails_with({"--comm.algorithm=tree"}, "comm.algorithm");
+  fails_with({"--comm.timeout_seconds=-1"}, "comm.timeout_seconds");
+  fails_with({"--comm.timeout_seconds=soon"}, "comm.timeout_seconds");
+  fails_with({"--train.requeue=please"}, "train.requeue");
+  // Values config.ini could not give back as they are.
+  fails_with({"--run.dir=runs/a#b"}, "run.dir: a value with '#'");
+  fails_with({"--optim.name=sgd\nlr = 3"}, "optim.name: a value with '#', a line break");
+  fails_with({"--run.dir= runs/x"}, "run.dir");
   fails_with({"--data.val_fraction=1.5"}, "data.val_fraction");
   fails_with({"--task=ranking"}, "task");
   fails_with({"--config", dir.file("missing.ini")}, "missing.ini");
@@ -107,4 +114,23 @@ TEST_CASE("integer options that do not fit are refused, not wrapped") {
                        UsageError);
   CHECK_FALSE(parse_train_args({"--run.progress=false"}).config.progress);
   CHECK(parse_train_args({"--run.progress=true"}).config.progress);
+}
+
+// Found by fuzz/fuzz_ini: Boost.Program_options' what() replaces %placeholders%
+// until none is left, so a key or line holding one looped forever.
+TEST_CASE("keys and lines that hold a Boost message placeholder are refused, not looped on") {
+  test::TempDir dir;
+  auto fails_with = [](std::vector<std::string> args, const std::string& needle) {
+    CAPTURE(needle);
+    CHECK_THROWS_WITH_AS(parse_train_args(args), doctest::Contains(needle.c_str()), UsageError);
+  };
+  std::ofstream(dir.file("k.ini")) << "[x]\n%canonical_option% = 1\n";
+  fails_with({"--config", dir.file("k.ini")}, "x.%canonical_option%");
+  std::ofstream(dir.file("l.ini")) << "%invalid_line%\n";
+  fails_with({"--config", dir.file("l.ini")}, "'%invalid_line%'");
+  fails_with({"--%canonical_option%=1"}, "--%canonical_option%");
+  fails_with({"--%option%"}, "'--%option%'");
+  // Other messages read as Boost writes them.
+  CHECK_THROWS_WITH_AS(parse_train_args({"--train.batch_per_rnak=3"}),
+                       "options: unrecognised option '--train.batch_per_rnak=3'", UsageError);
 }

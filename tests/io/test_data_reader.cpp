@@ -168,3 +168,13 @@ TEST_CASE("IDX images without their labels file, or with a label count mismatch"
   CHECK_THROWS_WITH_AS(probe_source(DataSource{dir.file("b-images-idx3-ubyte.gz")}), doctest::Contains("5 labels"),
                        UsageError);
 }
+
+// Found by fuzz/fuzz_idx: a labels header promising 2^32-1 rows made
+// probe_source allocate a 32 GiB row list before reading a single label.
+TEST_CASE("IDX images and labels whose headers promise more rows than the files hold") {
+  TempDir dir;
+  write_bytes(dir.file("h-images-idx3-ubyte"), idx_bytes({0xFFFFFFFFu, 2}, {1, 2, 3, 4}), false);
+  write_bytes(dir.file("h-labels-idx1-ubyte"), idx_bytes({0xFFFFFFFFu}, {0, 1}), false);
+  CHECK_THROWS_WITH_AS(probe_source(DataSource{dir.file("h-images-idx3-ubyte")}),
+                       doctest::Contains("h-labels-idx1-ubyte: truncated"), UsageError);
+}

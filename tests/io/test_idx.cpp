@@ -70,3 +70,20 @@ TEST_CASE("malformed IDX files are usage errors naming the file") {
     CHECK_THROWS_WITH_AS(read_idx_header(path), doctest::Contains("no data"), UsageError);
   }
 }
+
+// Found by fuzz/fuzz_idx: sizes whose product overflowed int64_t (UB), and a
+// row size of 4 GiB that made the reader allocate 256 rows' worth up front.
+TEST_CASE("IDX headers with absurd sizes are refused or read as truncated, never allocated") {
+  TempDir dir;
+  const std::string path = dir.file("huge-images-idx3-ubyte");
+  for (bool gzip : {false, true}) {
+    CAPTURE(gzip);
+    write_bytes(path, idx_bytes({3, 0xF4F4F4F4u, 0xF4F4F4F4u}, {1, 2, 3}), gzip);
+    CHECK_THROWS_WITH_AS(read_idx_header(path), doctest::Contains("2^48"), UsageError);
+    CHECK_THROWS_WITH_AS(read_idx_rows(path, {0}), doctest::Contains("2^48"), UsageError);
+    write_bytes(path, idx_bytes({2, 0xFFFFFFFFu}, {1, 2, 3}), gzip);  // rows of 4 GiB, 3 bytes given
+    CHECK(read_idx_header(path).row_size() == 0xFFFFFFFFll);
+    CHECK_THROWS_WITH_AS(read_idx_rows(path, {1}), doctest::Contains("truncated"), UsageError);
+    CHECK_THROWS_WITH_AS(read_idx_rows(path, {}), doctest::Contains("truncated"), UsageError);
+  }
+}
