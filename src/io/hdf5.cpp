@@ -13,8 +13,36 @@
 namespace ringtrain {
 
 void h5_quiet() {
+  // Before the library initialises: no clean-up at exit. After a failed
+  // H5Fclose (a full disk) HDF5 keeps the file in its tables, and closing it
+  // again from the exit handler crashes; every file of ours is closed by RAII.
   static std::once_flag once;
-  std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
+  std::call_once(once, [] { H5dont_atexit(); });
+  // The error stack is per thread in a thread-safe HDF5 (the writer thread).
+  thread_local bool silenced = false;
+  if (!silenced) H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  silenced = true;
+}
+
+namespace {
+
+// The operating system's reason, when the innermost HDF5 error carries one
+// (the sec2 driver writes "... error message = 'No space left on device' ...").
+herr_t find_os_reason(unsigned, const H5E_error2_t* e, void* out) {
+  const char* desc = e->desc ? std::strstr(e->desc, "error message = '") : nullptr;
+  if (desc == nullptr) return 0;
+  desc += std::strlen("error message = '");
+  const char* end = std::strchr(desc, '\'');
+  static_cast<std::string*>(out)->assign(desc, end ? std::size_t(end - desc) : std::strlen(desc));
+  return 1;  // stop walking
+}
+
+}  // namespace
+
+std::string h5_os_reason() {
+  std::string reason;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, find_os_reason, &reason);
+  return reason;
 }
 
 H5Handle h5_check(hid_t id, H5Handle::Closer closer, const std::string& context) {
@@ -23,7 +51,9 @@ H5Handle h5_check(hid_t id, H5Handle::Closer closer, const std::string& context)
 }
 
 void h5_check(herr_t status, const std::string& context) {
-  if (status < 0) throw RuntimeError(str_cat("HDF5 error: ", context));
+  if (status >= 0) return;
+  const std::string reason = h5_os_reason();
+  throw RuntimeError(str_cat("HDF5 error: ", context, reason.empty() ? "" : ": " + reason));
 }
 
 H5Handle h5_open_read(const std::string& path) {

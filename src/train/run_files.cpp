@@ -57,38 +57,36 @@ RunFiles::~RunFiles() {
   if (in_flight_.valid()) in_flight_.wait();
 }
 
+// Waits for the write in flight and keeps its failure: a future that is
+// replaced without get() would drop the error silently.
+void RunFiles::settle() {
+  if (!in_flight_.valid()) return;
+  try {
+    in_flight_.get();
+  } catch (const std::exception& e) {
+    if (error_.empty()) error_ = e.what();
+  }
+}
+
 SavedCheckpoint& RunFiles::stage() {
-  if (in_flight_.valid()) in_flight_.wait();
+  settle();
   return staging_;
 }
 
 void RunFiles::submit(SaveRequest request) {
   RT_CHECK(active_, "RunFiles::submit on an inactive rank");
-  if (in_flight_.valid()) in_flight_.wait();
-  if (!error_.empty()) return;  // reported already; write nothing more
+  settle();
+  if (!error_.empty()) return;  // reported at the next step; write nothing more
   in_flight_ = std::async(std::launch::async, [this, r = std::move(request)] { write(r); });
 }
 
 std::string RunFiles::failed() {
-  if (error_.empty() && in_flight_.valid() &&
-      in_flight_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
-    try {
-      in_flight_.get();
-    } catch (const std::exception& e) {
-      error_ = e.what();
-    }
-  }
+  if (in_flight_.valid() && in_flight_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) settle();
   return error_;
 }
 
 void RunFiles::wait() {
-  if (in_flight_.valid()) {
-    try {
-      in_flight_.get();
-    } catch (const std::exception& e) {
-      error_ = e.what();
-    }
-  }
+  settle();
   if (!error_.empty()) throw RuntimeError(error_);
 }
 

@@ -47,8 +47,12 @@ class H5Handle {
   Closer closer_ = nullptr;
 };
 
-// Silences HDF5's automatic error printing (once per process).
+// Silences HDF5's automatic error printing on the calling thread; the first
+// call in the process also turns off HDF5's clean-up at exit (hdf5.cpp says why).
 void h5_quiet();
+// The operating system's reason for the HDF5 error on this thread's stack
+// ("No space left on device"), or "" when it carries none.
+std::string h5_os_reason();
 
 // Throws UsageError "<what>: <context>" when id < 0; returns an owning handle.
 H5Handle h5_check(hid_t id, H5Handle::Closer closer, const std::string& context);

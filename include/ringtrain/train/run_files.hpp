@@ -65,6 +65,7 @@ class RunFiles {
 
  private:
   void write(const SaveRequest& r);  // on the writer thread
+  void settle();                      // waits for the write in flight, keeps its error
   void record(const std::string& rel, const char* kind, const SavedModel& model, int64_t step);
   void prune_checkpoints();
   void write_manifest();
