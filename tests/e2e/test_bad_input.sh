@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Bad input, table-driven, on 2 ranks: each case must end EVERY rank with exit
-# code 2 (recorded per rank), print one "ringtrain: error:" line that names the
-# problem, and never hang (each run is under a timeout).
+# Bad input, table-driven, on 1 and 2 ranks: each case must end EVERY rank
+# with exit code 2 (3 for a full disk; recorded per rank), print one
+# "ringtrain: error:" line that names the problem, never hang (each run is
+# under a timeout), and leave an existing run's best model and checkpoints
+# byte-for-byte untouched (cases on @RUN@, @RUN3@, @STOPPED@ and @FULL@ work on
+# a copy of a prepared run directory whose .h5 files are compared afterwards).
 source "$(dirname "$0")/common.sh" "$@"
 "$PY" -c "import h5py, numpy" 2>/dev/null || skip_test "python3-h5py / python3-numpy not installed"
 
@@ -56,6 +59,27 @@ printf 'not a directory\n' >"$D/afile"
 mkdir -p "$D/oldrun" && echo '{}' >"$D/oldrun/metrics.jsonl"
 
 good=(--data.train="$D/good.h5" --data.val_fraction=0 --train.epochs=1 --run.progress=false)
+
+# Prepared run directories, for each world size n: prev<n> (finished),
+# stopped<n> (stopped after 2 of 4 steps: a resume has work to do), prev3 (3 ranks).
+prep=(--data.train="$D/good.h5" --data.val_fraction=0.25 --train.epochs=4 --run.progress=false
+      --checkpoint.keep_last=3)
+for n in 1 2 3; do
+  rt_mpirun "$n" "$RINGTRAIN" train "${prep[@]}" --run.dir="$D/prev$n" >"$WORK/prep.log" 2>&1 \
+    || { cat "$WORK/prep.log" >&2; fail "preparing a run on $n ranks"; }
+done
+for n in 1 2; do
+  rt_mpirun "$n" "$RINGTRAIN" train "${prep[@]}" --run.dir="$D/stopped$n" --train.stop_after_steps=2 \
+    >"$WORK/prep.log" 2>&1 || { cat "$WORK/prep.log" >&2; fail "preparing a stopped run on $n ranks"; }
+done
+# A tiny file system for the full-disk case (root only; skipped otherwise).
+TINY="$WORK/tiny"
+mkdir -p "$TINY"
+if mount -t tmpfs -o size=4m tmpfs "$TINY" 2>/dev/null; then
+  trap 'umount "$TINY" 2>/dev/null; rm -rf "$WORK"' EXIT
+else
+  TINY=""
+fi
 # name | expected text in the message | arguments
 cases=(
   "unknown option|train.bogus|${good[*]} --train.bogus=1"
@@ -96,31 +120,78 @@ cases=(
   "flipped byte in HDF5|checksum|--data.train=$D/flipped.h5 --data.val_fraction=0"
   "labels are not classes|classes|--data.train=$D/hugelabels.h5"
   "a single class|2 or more classes|--data.train=$D/oneclass.h5"
+  "resume with another architecture|holds a 4-256-128-3 relu model, this run builds 4-8-3|${prep[*]} --run.dir=@RUN@ --resume=auto --model.hidden=8"
+  "checkpoint of another architecture|this run builds 4-32-16-3|${prep[*]} --resume=@RUN@/checkpoints/ckpt-4.h5 --model.hidden=32,16"
+  "init_from another architecture|train.init_from: |${prep[*]} --train.init_from=@RUN@/best.h5 --model.hidden=8"
+  "resume on another world size|train.allow_reshape|${prep[*]} --run.dir=@RUN3@ --resume=auto"
+  "resume a missing checkpoint|nothere.h5|${prep[*]} --resume=$D/nothere.h5"
+  "negative timeout|comm.timeout_seconds|${good[*]} --comm.timeout_seconds=-5"
+  "full disk|No space left on device|${prep[*]} --run.dir=@FULL@ --resume=auto|3"
+  "disk full mid-run|.h5.tmp: No space left on device|${prep[*]} --run.dir=@NEARLYFULL@ --resume=auto|3"
 )
 
-for entry in "${cases[@]}"; do
-  IFS='|' read -r name needle args <<<"$entry"
-  run="$WORK/run_${name// /_}"
-  rc_dir="$WORK/rc_${name// /_}"
+# Fingerprint of a run directory's models and checkpoints.
+h5_sums() { (cd "$1" && find . -name '*.h5' -print0 | sort -z | xargs -0 -r sha256sum); }
+
+run_case() {  # np name needle args code
+  local np=$1 name=$2 needle=$3 args=$4 want=$5 tag="${2// /_}_np$1" prepared="" copy=""
+  local run="$WORK/run_$tag" rc_dir="$WORK/rc_$tag"
+  case "$args" in
+    *@RUN3@*) prepared="$D/prev3"; copy="$WORK/copy_$tag"; args=${args//@RUN3@/$copy} ;;
+    *@RUN@*) prepared="$D/prev$np"; copy="$WORK/copy_$tag"; args=${args//@RUN@/$copy} ;;
+    *FULL@*)
+      [ -n "$TINY" ] || { echo "SKIP: $name: cannot mount a tmpfs here (not root)"; return; }
+      prepared="$D/stopped$np"; copy="$TINY/run"; args=${args//@FULL@/$copy}; args=${args//@NEARLYFULL@/$copy} ;;
+  esac
+  if [ -n "$copy" ]; then
+    rm -rf "$copy" && cp -a "$prepared" "$copy"
+    if [ "$copy" = "$TINY/run" ]; then
+      # Full: not a byte left. Nearly full: room for config.ini and the
+      # metrics, not for the next checkpoint.
+      local room=0
+      [[ "$4" == *@NEARLYFULL@* ]] && room=$((96 * 1024))
+      local avail
+      avail=$(df --output=avail -B1 "$TINY" | tail -1)
+      head -c $((avail > room ? avail - room : 0)) /dev/zero >"$TINY/filler" 2>/dev/null || true
+    fi
+  fi
   mkdir -p "$rc_dir"
   [[ "$args" == *--run.dir=* ]] || args="$args --run.dir=$run"
   # shellcheck disable=SC2086  # args is a word list by design
-  timeout 60 "$MPIEXEC" "${MPIEXEC_ARGS[@]}" -n 2 bash -c \
+  timeout 60 "$MPIEXEC" "${MPIEXEC_ARGS[@]}" -n "$np" bash -c \
     '"$@"; echo $? >"'"$rc_dir"'/rank.${OMPI_COMM_WORLD_RANK:-0}"' _ \
     "$RINGTRAIN" train $args >"$WORK/out" 2>"$WORK/err"
-  launcher_rc=$?
+  local launcher_rc=$?
+  local codes want_codes
   codes=$(cat "$rc_dir"/rank.* 2>/dev/null | sort | tr '\n' ' ')
+  want_codes=$(for _ in $(seq "$np"); do printf '%s ' "$want"; done)
+  local errors
   errors=$(grep -c '^ringtrain: error:' "$WORK/err" || true)
   if [ "$launcher_rc" = 124 ]; then
-    fail "$name: hung (killed after 60 s)"
-  elif [ "$codes" != "2 2 " ]; then
-    fail "$name: exit codes per rank '$codes', expected '2 2'"; cat "$WORK/err" >&2
+    fail "$name ($np ranks): hung (killed after 60 s)"
+  elif [ "$codes" != "$want_codes" ]; then
+    fail "$name ($np ranks): exit codes per rank '$codes', expected '$want_codes'"; cat "$WORK/err" >&2
   elif ! grep -qF -- "$needle" "$WORK/err"; then
-    fail "$name: message does not mention '$needle'"; cat "$WORK/err" >&2
+    fail "$name ($np ranks): message does not mention '$needle'"; cat "$WORK/err" >&2
   elif [ "$errors" != 1 ]; then
-    fail "$name: $errors error lines, expected exactly one"; cat "$WORK/err" >&2
+    fail "$name ($np ranks): $errors error lines, expected exactly one"; cat "$WORK/err" >&2
+  elif [ -n "$copy" ] && [ "$(h5_sums "$copy")" != "$(h5_sums "$prepared")" ]; then
+    fail "$name ($np ranks): the existing best model or checkpoints changed"
+  elif [ -n "$copy" ] && find "$copy" -name '*.tmp' | grep -q .; then
+    fail "$name ($np ranks): a temporary file is left behind"
   else
-    pass "$name: $(grep '^ringtrain: error:' "$WORK/err" | cut -c1-150)"
+    pass "$name ($np ranks): $(grep '^ringtrain: error:' "$WORK/err" | cut -c1-150)"
   fi
+  if [ -n "$copy" ]; then rm -rf "$copy" "$TINY/filler" 2>/dev/null || true; fi
+}
+
+for entry in "${cases[@]}"; do
+  IFS='|' read -r name needle args want <<<"$entry"
+  for np in 1 2; do
+    # Fewer training rows than ranks needs more than one rank.
+    [ "$name" = "fewer rows than ranks" ] && [ "$np" = 1 ] && continue
+    run_case "$np" "$name" "$needle" "$args" "${want:-2}"
+  done
 done
+echo "$(( ${#cases[@]} )) bad inputs, each on 1 and 2 ranks (but 'fewer rows than ranks')"
 finish
