@@ -354,11 +354,12 @@ ParsedTrainArgs parse_train_args(const std::vector<std::string>& args) {
   for (const auto& def : kOptions) {
     const std::string& v = vals[def.key] = vm[def.key].as<std::string>();
     // config.ini must give back exactly this run: an INI value cannot hold
-    // '#' (a comment), a line break or blanks at either end.
+    // '#' (a comment), a line break, a NUL or blanks at either end.
     const bool blank_end = !v.empty() && (std::isspace((unsigned char)v.front()) || std::isspace((unsigned char)v.back()));
-    if (v.find_first_of("#\r\n") != std::string::npos || blank_end)
-      throw UsageError(str_cat(def.key, ": a value with '#', a line break or blanks at either end cannot be "
-                               "recorded in config.ini, got '", v, "'"));
+    static const std::string kUnrecordable("#\r\n\0", 4);
+    if (v.find_first_of(kUnrecordable) != std::string::npos || blank_end)
+      throw UsageError(str_cat(def.key, ": a value with '#', a line break, a NUL or blanks at either end cannot "
+                               "be recorded in config.ini, got '", v, "'"));
   }
   out.config = to_config(vals);
   out.config.effective_ini = effective_ini(vals);
