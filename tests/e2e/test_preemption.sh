@@ -9,8 +9,8 @@ source "$(dirname "$0")/common.sh" "$@"
 [ -r "$FASHION/train-images-idx3-ubyte.gz" ] || skip_test "Fashion-MNIST not installed (dataset-fashion-mnist)"
 "$PY" -c "import h5py" 2>/dev/null || skip_test "python3-h5py not installed"
 
-ARGS=(--data.train="$FASHION/train-images-idx3-ubyte.gz" --data.max_rows=6000 --model.hidden=512,256
-      --train.epochs=8 --optim.name=adamw --optim.lr=0.001 --model.dropout=0.1 --checkpoint.keep_last=2
+ARGS=(--data.train="$FASHION/train-images-idx3-ubyte.gz" --data.max_rows=3000 --model.hidden=256,128
+      --train.epochs=6 --optim.name=adamw --optim.lr=0.001 --model.dropout=0.1 --checkpoint.keep_last=2
       --run.progress=false)
 
 # Runs ringtrain train on 2 ranks in the background, recording each rank's
