@@ -10,8 +10,13 @@
 #                                 train with N ranks (default 2); TRAIN OPTIONS go to
 #                                 `ringtrain train` (default --config configs/fashion_mnist.ini)
 #
+# Inside a Slurm allocation (sbatch, salloc: SLURM_JOB_ID and SLURM_NTASKS set)
+# the ranks are started with `srun --mpi=pmix --kill-on-bad-exit=1` on the
+# allocation's tasks (-np N: srun -n N) instead of mpirun; job scripts: slurm/.
+#
 # Environment: RINGTRAIN_TEST_PRESETS (default "release asan"),
-# RINGTRAIN_NO_INSTALL=1 to never call apt-get.
+# RINGTRAIN_NO_INSTALL=1 to never call apt-get, RINGTRAIN_LAUNCHER=mpirun to use
+# mpirun even inside a Slurm allocation.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$ROOT"
@@ -19,6 +24,8 @@ cd "$ROOT"
 CORE_PKGS=(cmake make g++ openmpi-bin libopenmpi-dev libeigen3-dev libhdf5-dev hdf5-tools
            libboost-program-options-dev doctest-dev nlohmann-json3-dev zlib1g-dev dataset-fashion-mnist)
 TEST_PKGS=(python3 python3-h5py python3-numpy)
+# tests/slurm starts a throw-away single-node Slurm cluster
+SLURM_PKGS=(slurmctld slurmd slurm-client munge)
 BENCH_PKGS=(python3-torch libopenblas0-serial)
 
 say() { printf '[run_mpi] %s\n' "$*"; }
@@ -58,7 +65,7 @@ mpirun_args() {
 }
 
 run_tests() {
-  ensure_packages "${CORE_PKGS[@]}" "${TEST_PKGS[@]}"
+  ensure_packages "${CORE_PKGS[@]}" "${TEST_PKGS[@]}" "${SLURM_PKGS[@]}"
   local preset status=0
   for preset in ${RINGTRAIN_TEST_PRESETS:-release asan}; do
     say "building preset '$preset'"
@@ -77,11 +84,16 @@ run_bench() {
   bash bench/bench_train.sh "$ROOT/build/release/ringtrain" "$@"
 }
 
+# True inside a Slurm allocation (sbatch, salloc), unless RINGTRAIN_LAUNCHER=mpirun.
+in_slurm() {
+  [ -n "${SLURM_JOB_ID:-}" ] && [ -n "${SLURM_NTASKS:-}" ] && [ "${RINGTRAIN_LAUNCHER:-}" != mpirun ]
+}
+
 run_train() {
-  local np=2 oversubscribe=0 hostfile="" args=() has_config=0 has_dir=0 has_progress=0
+  local np=2 np_given=0 oversubscribe=0 hostfile="" args=() has_config=0 has_dir=0 has_progress=0
   while [ $# -gt 0 ]; do
     case "$1" in
-      -np|-n) [ $# -ge 2 ] || die "$1 needs a number"; np=$2; shift 2 ;;
+      -np|-n) [ $# -ge 2 ] || die "$1 needs a number"; np=$2; np_given=1; shift 2 ;;
       --oversubscribe) oversubscribe=1; shift ;;
       --hostfile) [ $# -ge 2 ] || die "--hostfile needs a file"; hostfile=$2; shift 2 ;;
       *)
@@ -104,6 +116,18 @@ run_train() {
     if [ -t 1 ]; then args+=(--run.progress=true); else args+=(--run.progress=false); fi
   fi
 
+  if in_slurm; then
+    # srun takes the hosts and the task count from the allocation; it forwards
+    # SIGTERM/SIGUSR1 to every rank (ringtrain then checkpoints and exits 75).
+    command -v srun >/dev/null || die "inside a Slurm allocation but srun is missing (or set RINGTRAIN_LAUNCHER=mpirun)"
+    [ -z "$hostfile" ] || die "--hostfile does not apply inside a Slurm allocation (srun uses the allocation's nodes)"
+    local SRUN=(srun --mpi=pmix --kill-on-bad-exit=1)
+    [ $np_given = 1 ] && SRUN+=(-n "$np")
+    [ $oversubscribe = 1 ] && SRUN+=(--overcommit)
+    say "Slurm job $SLURM_JOB_ID ($SLURM_NTASKS tasks): ${SRUN[*]} build/release/ringtrain train ${args[*]}"
+    exec "${SRUN[@]}" "$ROOT/build/release/ringtrain" train "${args[@]}"
+  fi
+
   mpirun_args
   if [ -n "$hostfile" ]; then
     MPIRUN+=(--hostfile "$hostfile")
@@ -122,6 +146,6 @@ run_train() {
 case "${1:-}" in
   test) shift; run_tests "$@" ;;
   bench) shift; run_bench "$@" ;;
-  -h|--help|help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' ;;
+  -h|--help|help) sed -n '2,/^set /{/^#/p}' "$0" | sed 's/^# \{0,1\}//' ;;
   *) run_train "$@" ;;
 esac

@@ -66,11 +66,14 @@ void request_requeue() {
 }
 
 int run_train(int argc, char** argv, const std::vector<std::string>& args) {
-  MpiEnvironment mpi(&argc, &argv);
-  // After MPI_Init, so that ours are the handlers in place. A file-size
-  // limit (ulimit -f) must fail the write with a message, not kill the rank.
+  // Before MPI_Init (a signal that arrives while it runs must not kill the
+  // rank: Slurm may warn right at the start) and again after it, so that
+  // ours are the handlers in place. A file-size limit (ulimit -f) must fail
+  // the write with a message, not kill the rank.
   install_stop_signal_handlers();
   signal(SIGXFSZ, SIG_IGN);
+  MpiEnvironment mpi(&argc, &argv);
+  install_stop_signal_handlers();
   std::unique_ptr<Communicator> comm;
   try {
     comm = make_mpi_communicator("mpi");  // for agreeing on option errors
