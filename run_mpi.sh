@@ -140,7 +140,20 @@ run_train() {
     MPIRUN+=(--bind-to core --map-by core)
   fi
   say "${MPIRUN[*]} -np $np build/release/ringtrain train ${args[*]}"
-  exec "${MPIRUN[@]}" -np "$np" "$ROOT/build/release/ringtrain" train "${args[@]}"
+  # Pre-emption: mpirun forwards USR1 to the ranks and then exits with their
+  # code (75), but treats a TERM of its own as an abort (exit 1). So TERM and
+  # USR1 sent to this script reach mpirun as USR1; the ranks checkpoint, stop
+  # and this script exits 75. Ctrl-C reaches mpirun from the terminal
+  # directly; this script then waits for it rather than leave it behind.
+  "${MPIRUN[@]}" -np "$np" "$ROOT/build/release/ringtrain" train "${args[@]}" &
+  local launcher=$! rc=0
+  trap 'kill -USR1 $launcher 2>/dev/null' TERM USR1
+  trap ':' INT
+  while :; do
+    rc=0; wait $launcher || rc=$?
+    kill -0 $launcher 2>/dev/null || break  # wait returned for a trapped signal
+  done
+  exit $rc
 }
 
 case "${1:-}" in

@@ -16,6 +16,14 @@ fail() { echo "FAIL: $*" >&2; FAILURES=$((FAILURES + 1)); }
 pass() { echo "ok: $*"; PASSES=$((PASSES + 1)); }
 skip_test() { echo "SKIP: $*"; exit 77; }  # CTest SKIP_RETURN_CODE
 rt_mpirun() { local np=$1; shift; "$MPIEXEC" "${MPIEXEC_ARGS[@]}" -n "$np" "$@"; }
+# pid of rank $2 of the ringtrain run whose --run.dir is $1 (not the launcher)
+rank_pid() {
+  local pid
+  for pid in $(pgrep -x ringtrain); do
+    tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qx -- "--run.dir=$1" || continue
+    tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && { echo "$pid"; return; }
+  done
+}
 finish() {
   echo "$PASSES passed, $FAILURES failed"
   [ "$FAILURES" = 0 ]

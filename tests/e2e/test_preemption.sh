@@ -24,14 +24,6 @@ start_job() {
     "$RINGTRAIN" train "${ARGS[@]}" --run.dir="$dir" "$@" >"$dir.log" 2>&1 &
   JOB=$!
 }
-# pid of rank $2 of the run in directory $1
-rank_pid() {
-  local pid
-  for pid in $(pgrep -x ringtrain); do
-    tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qx -- "--run.dir=$1" || continue
-    tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && { echo "$pid"; return; }
-  done
-}
 # waits until the run in $1 has written its first checkpoint (training under way)
 wait_started() {
   local i

@@ -30,13 +30,6 @@ ls "$WORK/run" | grep -q '\.tmp$' && fail "temporary file left in the run direct
 # A rank that dies or stops. Training long enough to be hit mid-run.
 LONG=(--data.train="$FASHION/train-images-idx3-ubyte.gz" --data.max_rows=6000 --train.epochs=1000
       --run.progress=false --comm.timeout_seconds=3)
-rank_pid() {  # run dir, rank
-  local pid
-  for pid in $(pgrep -x ringtrain); do
-    tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qx -- "--run.dir=$1" || continue
-    tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && { echo "$pid"; return; }
-  done
-}
 hit_rank() {  # name, signal, rank, needle in the output
   local name=$1 sig=$2 rank=$3 needle=$4 dir="$WORK/hit_$2" pid="" i
   timeout 120 "$MPIEXEC" "${MPIEXEC_ARGS[@]}" -n 3 "$RINGTRAIN" train "${LONG[@]}" --run.dir="$dir" \
