@@ -149,10 +149,10 @@ run_train() {
   local launcher=$! rc=0
   trap 'kill -USR1 $launcher 2>/dev/null' TERM USR1
   trap ':' INT
-  while :; do
-    rc=0; wait $launcher || rc=$?
-    kill -0 $launcher 2>/dev/null || break  # wait returned for a trapped signal
+  while kill -0 $launcher 2>/dev/null; do
+    wait $launcher || true  # returns early when a trapped signal arrives
   done
+  rc=0; wait $launcher || rc=$?  # the exit status bash kept for it
   exit $rc
 }
 

@@ -4,7 +4,8 @@
 For each trial: start a training run on a Fashion-MNIST slice under mpirun,
 kill one rank (chosen at random) with SIGKILL at a random moment -- or, every
 other trial, the moment rank 0 is writing a checkpoint (a checkpoints/*.tmp
-file exists) -- and measure how long the job takes to end. Then run the same
+file exists, and an older checkpoint is there to fall back on) -- and
+measure how long the job takes to end. Then run the same
 command with --resume auto and compare every parameter of final.h5 with an
 uninterrupted run of the same configuration, byte for byte.
 
@@ -92,9 +93,29 @@ def model_bytes(path):
         return out
 
 
-def run_to_end(cmd, log):
+def kill_ranks(run_dir):
+    for pid in rank_pids(run_dir).values():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def run_to_end(cmd, log, run_dir):
     with open(log, "wb") as out:
-        return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=600).returncode
+        try:
+            return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=600).returncode
+        except subprocess.TimeoutExpired:
+            kill_ranks(run_dir)
+            return "hung"
+
+
+def has_checkpoint(run_dir):
+    d = os.path.join(run_dir, "checkpoints")
+    try:
+        return any(n.startswith("ckpt-") and n.endswith(".h5") for n in os.listdir(d))
+    except OSError:
+        return False
 
 
 def trial(a, i, rng, work, ref_params, ref_seconds):
@@ -106,13 +127,17 @@ def trial(a, i, rng, work, ref_params, ref_seconds):
     start = time.monotonic()
     proc = subprocess.Popen(train_cmd(a, run_dir, False), stdout=log, stderr=subprocess.STDOUT)
     killed_at = None
+    had_checkpoint = False
     moment = ""
     while proc.poll() is None:
         now = time.monotonic() - start
         if during_write and victim != 0:
             victim = 0  # only rank 0 writes
-        ready = writing_checkpoint(run_dir) if during_write else now >= at
+        # During a write of a checkpoint that is not the first, so that the
+        # resume has an older one to fall back on.
+        ready = (writing_checkpoint(run_dir) and has_checkpoint(run_dir)) if during_write else now >= at
         if ready or (during_write and now > 0.9 * ref_seconds):
+            had_checkpoint = has_checkpoint(run_dir)
             pids = rank_pids(run_dir)
             if victim in pids:
                 try:
@@ -127,17 +152,24 @@ def trial(a, i, rng, work, ref_params, ref_seconds):
         rc = proc.wait(timeout=120)
     except subprocess.TimeoutExpired:
         proc.kill()
+        kill_ranks(run_dir)
         rc = "hung"
     end_s = (time.monotonic() - killed_at) if killed_at else None
     log.close()
-    resume_rc = run_to_end(train_cmd(a, run_dir, True), os.path.join(work, f"trial{i}.resume.log"))
+    resume_log = os.path.join(work, f"trial{i}.resume.log")
+    resume_rc = run_to_end(train_cmd(a, run_dir, True), resume_log, run_dir)
+    # A checkpoint that existed before the kill must be the one resumed from
+    # (a run that silently started over would end identical too).
+    resumed = "resumed from " in open(resume_log, errors="replace").read()
     same = False
     final = os.path.join(run_dir, "final.h5")
     if resume_rc == 0 and os.path.exists(final):
         same = model_bytes(final) == ref_params
-    ok = killed_at is not None and rc != 0 and end_s is not None and end_s <= a.limit and same
+    ok = (killed_at is not None and rc != 0 and end_s is not None and end_s <= a.limit and same
+          and (resumed or not had_checkpoint))
     return {"trial": i, "victim_rank": victim, "moment": moment.strip() or "not killed (run ended first)",
-            "job_exit": rc, "seconds_to_end": end_s, "resume_exit": resume_rc, "bit_identical": same, "ok": ok}
+            "job_exit": rc, "seconds_to_end": end_s, "resume_exit": resume_rc, "resumed_from_checkpoint": resumed,
+            "bit_identical": same, "ok": ok}
 
 
 def main():
@@ -152,7 +184,7 @@ def main():
     try:
         ref_dir = os.path.join(work, "reference")
         t0 = time.monotonic()
-        rc = run_to_end(train_cmd(a, ref_dir, False), os.path.join(work, "reference.log"))
+        rc = run_to_end(train_cmd(a, ref_dir, False), os.path.join(work, "reference.log"), ref_dir)
         ref_seconds = time.monotonic() - t0
         if rc != 0:
             print(open(os.path.join(work, "reference.log")).read()[-3000:], file=sys.stderr)
@@ -160,23 +192,27 @@ def main():
             return 1
         ref = model_bytes(os.path.join(ref_dir, "final.h5"))
         print(f"reference: {a.np} ranks, {ref_seconds:.1f} s uninterrupted; {a.trials} trials, SIGKILL one rank each")
-        print(f"{'trial':>5} {'rank':>4}  {'moment':<34} {'job exit':>8} {'ended after':>11} {'resume':>6}  bit-identical")
+        print(f"{'trial':>5} {'rank':>4}  {'moment':<36} {'job exit':>8} {'ended after':>11} {'resume':>6} {'from ckpt':>9}  bit-identical")
         results = []
         for i in range(a.trials):
             r = trial(a, i, rng, work, ref, ref_seconds)
             results.append(r)
             end = f"{r['seconds_to_end']:.2f} s" if r["seconds_to_end"] is not None else "-"
-            print(f"{i:>5} {r['victim_rank']:>4}  {r['moment']:<34} {str(r['job_exit']):>8} {end:>11} "
-                  f"{str(r['resume_exit']):>6}  {'yes' if r['bit_identical'] else 'NO'}{'' if r['ok'] else '  <- FAIL'}",
+            print(f"{i:>5} {r['victim_rank']:>4}  {r['moment']:<36} {str(r['job_exit']):>8} {end:>11} "
+                  f"{str(r['resume_exit']):>6} {'yes' if r['resumed_from_checkpoint'] else 'no':>9}  "
+                  f"{'yes' if r['bit_identical'] else 'NO'}{'' if r['ok'] else '  <- FAIL'}",
                   flush=True)
         ends = [r["seconds_to_end"] for r in results if r["seconds_to_end"] is not None]
         passed = sum(r["ok"] for r in results)
         writes = sum("checkpoint write" in r["moment"] for r in results)
+        from_ckpt = sum(r["resumed_from_checkpoint"] for r in results)
         summary = {"trials": a.trials, "passed": passed, "killed_during_checkpoint_write": writes,
+                   "resumed_from_a_checkpoint": from_ckpt,
                    "max_seconds_to_end": max(ends) if ends else None,
                    "median_seconds_to_end": sorted(ends)[len(ends) // 2] if ends else None,
                    "reference_seconds": ref_seconds, "limit_seconds": a.limit, "world_size": a.np}
-        print(f"summary: {passed}/{a.trials} passed; {writes} kills during a checkpoint write; job ended "
+        print(f"summary: {passed}/{a.trials} passed; {writes} kills during a checkpoint write; "
+              f"{from_ckpt} resumed from a checkpoint; job ended "
               f"{summary['median_seconds_to_end']:.2f} s (median), {summary['max_seconds_to_end']:.2f} s (max) "
               f"after the kill; every resumed run bit-identical: {'yes' if all(r['bit_identical'] for r in results) else 'NO'}"
               if ends else f"summary: {passed}/{a.trials} passed")

@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,22 @@ void print_error(const std::string& message) {
   std::fflush(stderr);
 }
 
+// JobState of a Slurm job ("RUNNING", "CANCELLED", ...), "" when scontrol
+// cannot tell. `job` comes from SLURM_JOB_ID: digits and "_" only.
+std::string slurm_job_state(const std::string& job) {
+  if (job.find_first_not_of("0123456789_") != std::string::npos) return "";
+  FILE* p = popen(("scontrol show job -o " + job + " 2>/dev/null").c_str(), "r");
+  if (p == nullptr) return "";
+  std::string out;
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  pclose(p);
+  const std::size_t at = out.find(" JobState=");
+  if (at == std::string::npos) return "";
+  const std::size_t from = at + std::strlen(" JobState=");
+  return out.substr(from, out.find_first_of(" \n", from) - from);
+}
+
 // train.requeue: rank 0, after the pre-emption checkpoint is on disk. Slurm
 // then ends this job and starts it again later; --resume auto continues.
 void request_requeue() {
@@ -51,6 +68,13 @@ void request_requeue() {
     return;
   }
   std::fflush(nullptr);
+  // A plain `scancel` also sends SIGTERM; a job its user cancelled must not
+  // come back. Slurm marks it CANCELLED at once, so requeue only a RUNNING job.
+  const std::string state = slurm_job_state(job);
+  if (!state.empty() && state != "RUNNING") {
+    print_error(str_cat("train.requeue: job ", job, " is ", state, " (cancelled?), not requeued"));
+    return;
+  }
   std::string a0 = "scontrol", a1 = "requeue", a2 = job;
   char* argv[] = {a0.data(), a1.data(), a2.data(), nullptr};
   pid_t pid = 0;

@@ -244,10 +244,13 @@ TrainConfig to_config(const Values& v) {
   if (c.comm_algorithm != "ring" && c.comm_algorithm != "mpi")
     bad_value("comm.algorithm", c.comm_algorithm, "ring or mpi");
   c.comm_timeout_seconds = to_double(v, "comm.timeout_seconds");
-  if (c.comm_timeout_seconds < 0 || c.comm_timeout_seconds > 1e7)
-    throw UsageError(str_cat("comm.timeout_seconds: expected a value in [0, 1e7] (0: off), got ",
+  if (c.comm_timeout_seconds != 0 && (c.comm_timeout_seconds < 1 || c.comm_timeout_seconds > 1e7))
+    throw UsageError(str_cat("comm.timeout_seconds: expected 0 (off) or a value in [1, 1e7], got ",
                              v.at("comm.timeout_seconds")));
   c.requeue = to_bool(v, "train.requeue");
+  if (c.requeue && c.checkpoint_keep_last == 0)
+    throw UsageError("train.requeue=true needs checkpoints (checkpoint.keep_last=0): a requeued job would "
+                     "start over, again and again");
   return c;
 }
 

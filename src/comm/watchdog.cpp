@@ -115,7 +115,7 @@ void Watchdog::roll_call(const char* what, double waited) {
   const std::string missing_text =
       missing.empty() ? "every rank answered the roll call (a deadlock, not a lost rank)"
                       : str_cat(missing.size() == 1 ? "rank " : "ranks ", rank_list(missing),
-                                " did not answer (dead, stopped, or stuck outside communication)");
+                                " did not answer (dead, stopped, or busy outside communication all along)");
   std::fflush(stdout);
   std::fprintf(stderr,
                "ringtrain: error: rank %d: no progress for %.0f s in %s (comm.timeout_seconds=%g): %s; "

@@ -50,8 +50,8 @@ void publish_as(const std::string& from, const std::string& to) {
 
 }  // namespace
 
-RunFiles::RunFiles(std::string dir, bool active, int keep_last)
-    : dir_(std::move(dir)), active_(active), keep_last_(keep_last) {}
+RunFiles::RunFiles(std::string dir, bool active, int keep_last, std::function<void()> keep_alive)
+    : dir_(std::move(dir)), active_(active), keep_last_(keep_last), keep_alive_(std::move(keep_alive)) {}
 
 RunFiles::~RunFiles() {
   if (in_flight_.valid()) in_flight_.wait();
@@ -61,6 +61,8 @@ RunFiles::~RunFiles() {
 // replaced without get() would drop the error silently.
 void RunFiles::settle() {
   if (!in_flight_.valid()) return;
+  if (keep_alive_)
+    while (in_flight_.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) keep_alive_();
   try {
     in_flight_.get();
   } catch (const std::exception& e) {

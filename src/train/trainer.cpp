@@ -56,7 +56,7 @@ SourceInfo probe_eval_file(const std::string& key, const DataSource& src, const 
 
 Trainer::Trainer(TrainConfig cfg, Communicator& comm)
     : cfg_(std::move(cfg)), comm_(comm), log_(comm.rank() == 0, cfg_.run_dir, cfg_.progress),
-      files_(cfg_.run_dir, comm.rank() == 0, cfg_.checkpoint_keep_last) {
+      files_(cfg_.run_dir, comm.rank() == 0, cfg_.checkpoint_keep_last, [&comm] { comm.keep_alive(); }) {
   // Phases that can fail on some ranks only run inside run_collectively and
   // contain no collectives themselves; the agreement check runs between them.
   run_collectively(comm_, [&] {

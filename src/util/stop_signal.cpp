@@ -3,6 +3,7 @@
 
 #include <signal.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 
@@ -10,11 +11,14 @@ namespace ringtrain {
 
 namespace {
 
-// Async-signal-safe: a lock-free atomic store is all the handler does.
-volatile std::sig_atomic_t g_stop_signal = 0;
+// The handler may run on any thread (the writer, MPI's progress threads);
+// a lock-free atomic is both async-signal-safe and race-free.
+std::atomic<int> g_stop_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free, "the signal flag must be lock-free");
 
 extern "C" void on_stop_signal(int signo) {
-  if (g_stop_signal == 0) g_stop_signal = signo;
+  int none = 0;
+  g_stop_signal.compare_exchange_strong(none, signo);
 }
 
 }  // namespace
@@ -28,9 +32,9 @@ void install_stop_signal_handlers() {
   sigaction(SIGUSR1, &sa, nullptr);
 }
 
-int stop_signal() { return g_stop_signal; }
+int stop_signal() { return g_stop_signal.load(); }
 
-void set_stop_signal(int signo) { g_stop_signal = signo; }
+void set_stop_signal(int signo) { g_stop_signal.store(signo); }
 
 const char* stop_signal_name(int signo) {
   static char other[32];

@@ -58,6 +58,8 @@ TEST_CASE("bad options are usage errors naming the key") {
   fails_with({"--comm.timeout_seconds=-1"}, "comm.timeout_seconds");
   fails_with({"--comm.timeout_seconds=soon"}, "comm.timeout_seconds");
   fails_with({"--train.requeue=please"}, "train.requeue");
+  fails_with({"--comm.timeout_seconds=0.01"}, "comm.timeout_seconds");
+  fails_with({"--train.requeue=true", "--checkpoint.keep_last=0"}, "train.requeue=true needs checkpoints");
   // Values config.ini could not give back as they are.
   fails_with({"--run.dir=runs/a#b"}, "run.dir: a value with '#'");
   fails_with({"--optim.name=sgd\nlr = 3"}, "optim.name: a value with");

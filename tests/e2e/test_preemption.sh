@@ -53,14 +53,19 @@ check_preempted() {
   codes=$(cat "$dir.rc"/rc.* 2>/dev/null | sort | tr '\n' ' ')
   [ "$codes" = "75 75 " ] && pass "$name: every rank exits 75 (launcher: $launcher_rc)" \
     || { fail "$name: exit codes per rank '$codes', expected '75 75'"; tail -20 "$dir.log" >&2; }
-  grep -q '^pre-empted: .*all stopped after step .*ckpt-.*\.h5 written; continue with --resume auto' "$dir.log" \
-    && pass "$name: $(grep '^pre-empted' "$dir.log" | cut -c1-140)" || { fail "$name: no pre-emption message"; tail -5 "$dir.log" >&2; }
+  local line step
+  line=$(grep -m1 '^pre-empted: .*all stopped after step .*ckpt-.*\.h5 written; continue with --resume auto' "$dir.log" || true)
+  step=$(sed -n 's/.*all stopped after step \([0-9]*\) of.*/\1/p' <<<"$line")
+  [ -n "$line" ] && pass "$name: $(cut -c1-140 <<<"$line")" || { fail "$name: no pre-emption message"; tail -5 "$dir.log" >&2; }
+  [ -n "$step" ] && [ -f "$dir/checkpoints/ckpt-$step.h5" ] && pass "$name: checkpoints/ckpt-$step.h5 is on disk" \
+    || fail "$name: no checkpoint of the step it stopped at ($step)"
   [ -e "$dir/final.h5" ] && fail "$name: final.h5 written by a stopped run"
   ls "$dir/checkpoints" | grep -q '\.tmp$' && fail "$name: a temporary file is left"
   rt_mpirun 2 "$RINGTRAIN" train "${ARGS[@]}" --run.dir="$dir" --resume=auto >"$dir.resume.log" 2>&1 \
-    && grep -q "resum" "$dir.resume.log" && same_params "$dir/final.h5" "$WORK/ref/final.h5" \
-    && pass "$name: --resume auto ends bit-identical to the uninterrupted run" \
-    || { fail "$name: resume"; tail -5 "$dir.resume.log" >&2; }
+    && grep -q "^resumed from .*/ckpt-$step\.h5 at step $step " "$dir.resume.log" \
+    && same_params "$dir/final.h5" "$WORK/ref/final.h5" \
+    && pass "$name: --resume auto continues from step $step and ends bit-identical to the uninterrupted run" \
+    || { fail "$name: resume"; grep -m1 'resum' "$dir.resume.log" >&2; tail -3 "$dir.resume.log" >&2; }
 }
 
 start=$SECONDS
@@ -70,7 +75,7 @@ rt_mpirun 2 "$RINGTRAIN" train "${ARGS[@]}" --run.dir="$WORK/ref" >"$WORK/ref.lo
 # 1. SIGUSR1 to rank 1 only.
 start_job "$WORK/usr1"
 wait_started "$WORK/usr1" || fail "usr1: training did not start"
-kill -USR1 "$(rank_pid "$WORK/usr1" 1)"
+kill -USR1 "$(rank_pid "$WORK/usr1" 1)" || true
 rc=0; wait $JOB || rc=$?
 check_preempted "SIGUSR1 to rank 1" "$WORK/usr1" $rc
 
@@ -78,12 +83,14 @@ check_preempted "SIGUSR1 to rank 1" "$WORK/usr1" $rc
 start_job "$WORK/term"
 wait_started "$WORK/term" || fail "term: training did not start"
 p0=$(rank_pid "$WORK/term" 0) p1=$(rank_pid "$WORK/term" 1)
-kill -TERM "$p0" "$p1"
-for _ in $(seq 1 200); do
-  compgen -G "$WORK/term/checkpoints/*.tmp" >/dev/null && break
-  sleep 0.005
+kill -TERM "$p0" "$p1" || true
+during=no
+for _ in $(seq 1 2000); do
+  compgen -G "$WORK/term/checkpoints/*.tmp" >/dev/null && { during=yes; break; }
+  sleep 0.001
 done
-kill -TERM "$p0" "$p1" 2>/dev/null
+kill -TERM "$p0" "$p1" 2>/dev/null || true
+echo "  (second SIGTERM sent while the checkpoint was being written: $during)"
 rc=0; wait $JOB || rc=$?
 check_preempted "SIGTERM twice to every rank" "$WORK/term" $rc
 
@@ -93,7 +100,7 @@ timeout 300 "$MPIEXEC" "${MPIEXEC_ARGS[@]}" -n 2 "$RINGTRAIN" train "${ARGS[@]}"
   >"$WORK/launcher.log" 2>&1 &
 JOB=$!
 wait_started "$WORK/launcher" || fail "launcher: training did not start"
-kill -USR1 "$(pgrep -P $JOB)"
+kill -USR1 "$(pgrep -P $JOB)" || true
 rc=0; wait $JOB || rc=$?
 mkdir -p "$WORK/launcher.rc" && echo 75 >"$WORK/launcher.rc/rc.0"
 [ $rc = 75 ] && echo 75 >"$WORK/launcher.rc/rc.1"  # mpirun returns the ranks' common code
@@ -102,7 +109,7 @@ check_preempted "SIGUSR1 to mpirun" "$WORK/launcher" $rc
 # 4. train.requeue outside Slurm: said so, still a clean pre-emption.
 start_job "$WORK/requeue" --train.requeue=true
 wait_started "$WORK/requeue" || fail "requeue: training did not start"
-kill -USR1 "$(rank_pid "$WORK/requeue" 0)"
+kill -USR1 "$(rank_pid "$WORK/requeue" 0)" || true
 wait $JOB || true
 codes=$(cat "$WORK/requeue.rc"/rc.* | sort | tr '\n' ' ')
 [ "$codes" = "75 75 " ] && grep -q 'train.requeue: not inside a Slurm allocation' "$WORK/requeue.log" \

@@ -5,7 +5,7 @@
 #   job quickly with that rank's message and the runtime exit code;
 # - a rank that dies (SIGKILL, SIGSEGV) ends the job within 30 s (mpirun);
 # - a rank that stops answering (SIGSTOP) is named by the others' watchdog
-#   after comm.timeout_seconds, and the job ends with exit code 3;
+#   after comm.timeout_seconds (5 s here), and the job ends with exit code 3;
 # - ranks given different options, or different copies of a data file (as with
 #   node-local staging), are refused with exit code 2 before training.
 source "$(dirname "$0")/common.sh" "$@"
@@ -29,9 +29,9 @@ ls "$WORK/run" | grep -q '\.tmp$' && fail "temporary file left in the run direct
 
 # A rank that dies or stops. Training long enough to be hit mid-run.
 LONG=(--data.train="$FASHION/train-images-idx3-ubyte.gz" --data.max_rows=6000 --train.epochs=1000
-      --run.progress=false --comm.timeout_seconds=3)
-hit_rank() {  # name, signal, rank, needle in the output
-  local name=$1 sig=$2 rank=$3 needle=$4 dir="$WORK/hit_$2" pid="" i
+      --run.progress=false --comm.timeout_seconds=5)
+hit_rank() {  # name, signal, rank, needle in the output, expected exit code ("" = any non-zero)
+  local name=$1 sig=$2 rank=$3 needle=$4 want=${5:-} dir="$WORK/hit_$2" pid="" i
   timeout 120 "$MPIEXEC" "${MPIEXEC_ARGS[@]}" -n 3 "$RINGTRAIN" train "${LONG[@]}" --run.dir="$dir" \
     >"$dir.log" 2>&1 &
   local job=$!
@@ -41,18 +41,20 @@ hit_rank() {  # name, signal, rank, needle in the output
   done
   [ -n "$pid" ] || { fail "$name: training did not start"; kill $job; return; }
   local t0=$SECONDS rc=0
-  kill -"$sig" "$pid"
+  kill -"$sig" "$pid" || true
   wait $job || rc=$?
   local took=$((SECONDS - t0))
+  kill -KILL "$pid" 2>/dev/null || true  # a stopped rank left behind by a failure
   if [ $rc = 124 ]; then fail "$name: job hung (killed after 120 s)"
   elif [ $rc = 0 ]; then fail "$name: job exited 0"
+  elif [ -n "$want" ] && [ "$rc" != "$want" ]; then fail "$name: exit code $rc, expected $want"; tail -20 "$dir.log" >&2
   elif [ $took -gt 30 ]; then fail "$name: job took $took s to end"
   elif ! grep -qE -- "$needle" "$dir.log"; then fail "$name: no message with '$needle'"; tail -20 "$dir.log" >&2
   else pass "$name: job ended in ${took}s, exit $rc: $(grep -m1 -E -- "$needle" "$dir.log" | cut -c1-150)"; fi
 }
 hit_rank "SIGKILL to rank 1 of 3" KILL 1 "exited on signal 9"
 hit_rank "SIGSEGV to rank 2 of 3" SEGV 2 "exited on signal 11|AddressSanitizer: SEGV"
-hit_rank "SIGSTOP to rank 1 of 3 (watchdog)" STOP 1 "^ringtrain: error: rank [02]: no progress for 3 s in .*: rank 1 did not answer"
+hit_rank "SIGSTOP to rank 1 of 3 (watchdog)" STOP 1 "^ringtrain: error: rank [02]: no progress for 5 s in .*: rank 1 did not answer" 3
 grep -q 'ringtrain: error: .*ranks waiting: 0, 2;' "$WORK/hit_STOP.log" && pass "watchdog names the ranks still waiting" \
   || fail "watchdog: waiting ranks not listed"
 

@@ -33,6 +33,9 @@ class Communicator {
   // Prepares buffers for allreduce_sum(float*, n) so the step loop never
   // allocates. Optional.
   virtual void reserve(std::size_t /*floats*/) {}
+  // Called now and then by a rank busy on its own (rank 0 waiting for its
+  // writer) so that the other ranks' watchdog knows it is alive.
+  virtual void keep_alive() {}
   virtual std::string algorithm() const = 0;
 };
 

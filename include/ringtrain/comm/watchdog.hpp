@@ -33,10 +33,13 @@ class Watchdog {
   // report ("the ring all-reduce"). Never returns when the timeout fires.
   void wait(int n, MPI_Request* requests, const char* what);
   double timeout() const { return timeout_; }
+  // Replies "alive" to every pending roll call. wait() does it; a rank busy
+  // outside communication for long (rank 0 waiting for its writer) calls it
+  // too, so it is not taken for a lost one.
+  void answer_roll_calls();
 
  private:
   [[noreturn]] void roll_call(const char* what, double waited);
-  void answer_roll_calls();  // replies "alive" to every pending question
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <future>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -40,7 +41,9 @@ struct SaveRequest {
 
 class RunFiles {
  public:
-  RunFiles(std::string dir, bool active, int keep_last);
+  // `keep_alive` is called every 50 ms while the caller waits for a write
+  // (Communicator::keep_alive: the other ranks' watchdog sees it alive).
+  RunFiles(std::string dir, bool active, int keep_last, std::function<void()> keep_alive = {});
   ~RunFiles();  // waits for the write in flight (never leaves it half done)
   RunFiles(const RunFiles&) = delete;
   RunFiles& operator=(const RunFiles&) = delete;
@@ -75,6 +78,7 @@ class RunFiles {
   int keep_last_;
   SavedCheckpoint staging_;
   std::future<void> in_flight_;
+  std::function<void()> keep_alive_;
   std::string error_;
   nlohmann::ordered_json entries_ = nlohmann::ordered_json::object();  // relative path -> entry
   std::string latest_;
