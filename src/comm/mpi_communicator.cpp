@@ -48,7 +48,7 @@ class MpiCommunicator final : public Communicator {
   int size() const override { return size_; }
   std::string algorithm() const override { return use_ring_ ? "ring" : "mpi"; }
   void reserve(std::size_t n) override { ring_->reserve(n); }
-  void keep_alive() override { watchdog_->answer_roll_calls(); }
+  void keep_alive() override { watchdog_->answer_roll_calls(Watchdog::kBusy); }
 
   // The float path with comm.algorithm=mpi stays the blocking MPI_Allreduce:
   // it is the reference the ring is checked and benchmarked against. Every

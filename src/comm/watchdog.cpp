@@ -35,6 +35,7 @@ Watchdog::Watchdog(MPI_Comm comm, double timeout_s) : timeout_(timeout_s) {
   check_mpi(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
   check_mpi(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
   reply_.assign(size_, 0);
+  question_.assign(size_, rank_);
   reply_reqs_.assign(size_, MPI_REQUEST_NULL);
 }
 
@@ -57,7 +58,7 @@ void Watchdog::wait(int n, MPI_Request* requests, const char* what) {
   // Read the clock and look for roll calls only every so many polls: one
   // poll is well under a microsecond when nothing arrived.
   const double start = now_s();
-  double next_look = start + 0.01;
+  double since = start, next_look = start + 0.01;
   for (unsigned polls = 1;; ++polls) {
     check_mpi(MPI_Testall(n, requests, &done, MPI_STATUSES_IGNORE), what);
     if (done) return;
@@ -65,12 +66,14 @@ void Watchdog::wait(int n, MPI_Request* requests, const char* what) {
     const double t = now_s();
     if (t < next_look) continue;
     next_look = t + 0.01;
-    answer_roll_calls();
-    if (t - start >= timeout_) roll_call(what, t - start);
+    answer_roll_calls(kWaiting);
+    // A rank that said it is busy (rank 0 waiting for its writer) is
+    // progress: wait another period.
+    if (t - since >= timeout_ && roll_call(what, t - start) == RollCall::kSomeBusy) since = now_s();
   }
 }
 
-void Watchdog::answer_roll_calls() {
+void Watchdog::answer_roll_calls(int state) {
   for (;;) {
     int pending = 0;
     MPI_Status st;
@@ -82,44 +85,48 @@ void Watchdog::answer_roll_calls() {
     int idle = 1;
     if (reply_reqs_[q] != MPI_REQUEST_NULL) MPI_Test(&reply_reqs_[q], &idle, MPI_STATUS_IGNORE);
     if (!idle) continue;  // the last answer to q is still on its way
-    reply_[q] = rank_;
+    reply_[q] = state;
     MPI_Isend(&reply_[q], 1, MPI_INT, q, kAnswerTag, comm_, &reply_reqs_[q]);
   }
 }
 
-void Watchdog::roll_call(const char* what, double waited) {
+Watchdog::RollCall Watchdog::roll_call(const char* what, double waited) {
   // Ask everyone; the sends to a dead rank may never complete, which is fine:
   // the job ends below either way.
-  std::vector<int> question(size_, rank_);
   std::vector<MPI_Request> asks(size_, MPI_REQUEST_NULL);
   for (int q = 0; q < size_; ++q)
-    if (q != rank_) MPI_Isend(&question[q], 1, MPI_INT, q, kQuestionTag, comm_, &asks[q]);
-  std::vector<char> alive(size_, 0);
-  alive[rank_] = 1;
+    if (q != rank_) MPI_Isend(&question_[q], 1, MPI_INT, q, kQuestionTag, comm_, &asks[q]);
+  std::vector<int> alive(size_, 0);  // 0: no answer, else kWaiting or kBusy
+  alive[rank_] = kWaiting;
   const double grace = std::min(10.0, std::max(1.0, 0.5 * timeout_));
   const double end = now_s() + grace;
   int answered = 1;
   while (answered < size_ && now_s() < end) {
-    answer_roll_calls();  // another rank may be calling the roll too
+    answer_roll_calls(kWaiting);  // another rank may be calling the roll too
     int pending = 0;
     MPI_Status st;
     if (MPI_Iprobe(MPI_ANY_SOURCE, kAnswerTag, comm_, &pending, &st) != MPI_SUCCESS) break;
     if (!pending) continue;
-    int who = 0;
-    MPI_Recv(&who, 1, MPI_INT, st.MPI_SOURCE, kAnswerTag, comm_, MPI_STATUS_IGNORE);
+    int state = kWaiting;
+    MPI_Recv(&state, 1, MPI_INT, st.MPI_SOURCE, kAnswerTag, comm_, MPI_STATUS_IGNORE);
     if (!alive[st.MPI_SOURCE]) ++answered;
-    alive[st.MPI_SOURCE] = 1;
+    alive[st.MPI_SOURCE] = state == kBusy ? kBusy : kWaiting;
   }
+  for (MPI_Request& r : asks)  // questions to live ranks have arrived; drop the rest
+    if (r != MPI_REQUEST_NULL) MPI_Request_free(&r);
+  const bool busy = std::count(alive.begin(), alive.end(), int(kBusy)) > 0;
+  if (answered == size_ && busy) return RollCall::kSomeBusy;
   std::vector<int> missing, waiting;
   for (int q = 0; q < size_; ++q) (alive[q] ? waiting : missing).push_back(q);
+  // A rank that is busy while another is missing cannot save the job.
   const std::string missing_text =
-      missing.empty() ? "every rank answered the roll call (a deadlock, not a lost rank)"
+      missing.empty() ? "every rank answered the roll call and waits (a deadlock, not a lost rank)"
                       : str_cat(missing.size() == 1 ? "rank " : "ranks ", rank_list(missing),
                                 " did not answer (dead, stopped, or busy outside communication all along)");
   std::fflush(stdout);
   std::fprintf(stderr,
                "ringtrain: error: rank %d: no progress for %.0f s in %s (comm.timeout_seconds=%g): %s; "
-               "ranks waiting: %s; ending the job\n",
+               "ranks alive: %s; ending the job\n",
                rank_, waited, what, timeout_, missing_text.c_str(), rank_list(waiting).c_str());
   std::fflush(stderr);
   MPI_Abort(MPI_COMM_WORLD, kExitRuntime);

@@ -55,7 +55,7 @@ hit_rank() {  # name, signal, rank, needle in the output, expected exit code (""
 hit_rank "SIGKILL to rank 1 of 3" KILL 1 "exited on signal 9"
 hit_rank "SIGSEGV to rank 2 of 3" SEGV 2 "exited on signal 11|AddressSanitizer: SEGV"
 hit_rank "SIGSTOP to rank 1 of 3 (watchdog)" STOP 1 "^ringtrain: error: rank [02]: no progress for 5 s in .*: rank 1 did not answer" 3
-grep -q 'ringtrain: error: .*ranks waiting: 0, 2;' "$WORK/hit_STOP.log" && pass "watchdog names the ranks still waiting" \
+grep -q 'ringtrain: error: .*ranks alive: 0, 2;' "$WORK/hit_STOP.log" && pass "watchdog names the ranks still alive" \
   || fail "watchdog: waiting ranks not listed"
 
 # Disagreeing ranks, launched MPMD-style (one app context per rank).

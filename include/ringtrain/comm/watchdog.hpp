@@ -7,7 +7,10 @@
 // stopped, or stuck outside communication) and ends the job with MPI_Abort.
 // Ranks answer roll calls while they wait, so a rank that is alive and
 // waiting is never named; one that is computing through the whole grace
-// period is, and that is the rank holding everyone up.
+// period is, and that is the rank holding everyone up. A rank that knows it
+// is busy for a while (rank 0 waiting for its writer) answers "busy", and
+// the others wait another period. When every rank answers "waiting", it is
+// a deadlock and the job ends too.
 //
 // Why our own: when a rank dies, mpirun ends the job, but srun without
 // --kill-on-bad-exit, a stopped process or a rank stuck in a file-system
@@ -33,18 +36,25 @@ class Watchdog {
   // report ("the ring all-reduce"). Never returns when the timeout fires.
   void wait(int n, MPI_Request* requests, const char* what);
   double timeout() const { return timeout_; }
-  // Replies "alive" to every pending roll call. wait() does it; a rank busy
-  // outside communication for long (rank 0 waiting for its writer) calls it
-  // too, so it is not taken for a lost one.
-  void answer_roll_calls();
+  // What a rank answers a roll call: waiting in a collective, or busy on
+  // its own and known to come back (rank 0 waiting for its writer).
+  enum State : int { kWaiting = 1, kBusy = 2 };
+  // Replies to every pending roll call. wait() does it with kWaiting; a rank
+  // busy outside communication for long calls it with kBusy, and the ranks
+  // waiting for it wait another period instead of ending the job.
+  void answer_roll_calls(int state);
 
  private:
-  [[noreturn]] void roll_call(const char* what, double waited);
+  enum class RollCall { kSomeBusy };
+  // Returns kSomeBusy when every rank answered and one is busy; otherwise
+  // reports and ends the job.
+  RollCall roll_call(const char* what, double waited);
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
   double timeout_ = 0;
   std::vector<int> reply_;               // payload per peer, alive while sending
+  std::vector<int> question_;            // roll-call payload; a freed send may still read it
   std::vector<MPI_Request> reply_reqs_;  // one outstanding reply per peer
 };
 
