@@ -118,11 +118,11 @@ def has_checkpoint(run_dir):
         return False
 
 
-def trial(a, i, rng, work, ref_params, ref_seconds):
+def trial(a, i, rng, work, ref_params, ref_seconds, scale=1.0):
     run_dir = os.path.join(work, f"trial{i}")
     victim = rng.randrange(a.np)
     during_write = i % 2 == 1
-    at = rng.uniform(0.05, 0.9) * ref_seconds
+    at = rng.uniform(0.05, 0.9) * ref_seconds * scale
     log = open(os.path.join(work, f"trial{i}.log"), "wb")
     start = time.monotonic()
     proc = subprocess.Popen(train_cmd(a, run_dir, False), stdout=log, stderr=subprocess.STDOUT)
@@ -195,8 +195,8 @@ def main():
         print(f"{'trial':>5} {'rank':>4}  {'moment':<36} {'job exit':>8} {'ended after':>11} {'resume':>6} {'from ckpt':>9}  bit-identical")
         results = []
         for i in range(a.trials):
-            for _ in range(3):  # a run faster than the reference may end before its kill: draw again
-                r = trial(a, i, rng, work, ref, ref_seconds)
+            for attempt in range(4):  # a run faster than the reference may end before its kill: earlier
+                r = trial(a, i, rng, work, ref, ref_seconds, 0.5 ** attempt)
                 if not r["moment"].startswith("not killed"):
                     break
                 shutil.rmtree(os.path.join(work, f"trial{i}"), ignore_errors=True)
