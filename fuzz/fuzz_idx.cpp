@@ -26,29 +26,13 @@
 #include "ringtrain/io/data_reader.hpp"
 #include "ringtrain/io/idx.hpp"
 #include "ringtrain/util/error.hpp"
+#include "scratch_dir.hpp"
 
 using namespace ringtrain;
 
 namespace {
 
-// One scratch directory per process, reused by every input. Never freed: the
-// atexit clean-up below runs after the destructor of a static string would.
-const std::string& scratch_dir() {
-  static const std::string* dir = [] {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string base = ::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : (tmp && *tmp ? tmp : "/tmp");
-    std::string d = base + "/ringtrain-fuzz-idx-" + std::to_string(::getpid());
-    ::mkdir(d.c_str(), 0700);
-    std::atexit([] {
-      for (const char* n : {"/one", "/one.gz", "/x-images-idx3-ubyte", "/x-labels-idx1-ubyte",
-                            "/x-images-idx3-ubyte.gz", "/x-labels-idx1-ubyte.gz"})
-        std::remove((scratch_dir() + n).c_str());
-      ::rmdir(scratch_dir().c_str());
-    });
-    return new std::string(d);
-  }();
-  return *dir;
-}
+const std::string& scratch_dir() { return fuzz::scratch_dir("idx"); }
 
 void write_file(const std::string& path, const uint8_t* data, std::size_t size, bool gzip) {
   if (gzip) {

@@ -21,28 +21,13 @@
 
 #include "ringtrain/app/options.hpp"
 #include "ringtrain/util/error.hpp"
+#include "scratch_dir.hpp"
 
 using namespace ringtrain;
 
 namespace {
 
-// One scratch directory per process, reused by every input. Never freed: the
-// atexit clean-up below runs after the destructor of a static string would.
-const std::string& scratch_dir() {
-  static const std::string* dir = [] {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string base = ::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : (tmp && *tmp ? tmp : "/tmp");
-    std::string d = base + "/ringtrain-fuzz-ini-" + std::to_string(::getpid());
-    ::mkdir(d.c_str(), 0700);
-    std::atexit([] {
-      std::remove((scratch_dir() + "/in.ini").c_str());
-      std::remove((scratch_dir() + "/effective.ini").c_str());
-      ::rmdir(scratch_dir().c_str());
-    });
-    return new std::string(d);
-  }();
-  return *dir;
-}
+const std::string& scratch_dir() { return fuzz::scratch_dir("ini"); }
 
 void write_file(const std::string& path, const std::string& text) {
   FILE* f = std::fopen(path.c_str(), "wb");

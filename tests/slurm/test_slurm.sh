@@ -18,19 +18,10 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-RINGTRAIN=$(readlink -f "${1:?usage: $0 PATH_TO_RINGTRAIN}")
-MPIEXEC=${RINGTRAIN_MPIEXEC:-mpiexec}
-read -r -a MPIEXEC_ARGS <<<"${RINGTRAIN_MPIEXEC_ARGS:---oversubscribe --bind-to none}"
-if [ "$(id -u)" = 0 ]; then MPIEXEC_ARGS+=(--allow-run-as-root); fi
-PY=/usr/bin/python3
-FASHION=/usr/share/datasets/fashion-mnist
-FAILURES=0
-PASSES=0
+# RINGTRAIN, MPIEXEC(_ARGS), PY, FASHION, WORK, pass/fail/skip_test/finish
+source "$ROOT/tests/e2e/common.sh" "$@"
 T0=$SECONDS
 
-fail() { echo "FAIL: $*" >&2; FAILURES=$((FAILURES + 1)); }
-pass() { echo "ok: $*"; PASSES=$((PASSES + 1)); }
-skip_test() { echo "SKIP: $*"; exit 77; }  # CTest SKIP_RETURN_CODE
 note() { echo "  [$((SECONDS - T0)) s] $*"; }
 
 source "$HERE/slurm_cluster.sh"
@@ -38,7 +29,6 @@ slurm_cluster_available || skip_test "Slurm is not installed (Debian: slurmctld 
 [ -r "$FASHION/train-images-idx3-ubyte.gz" ] || skip_test "Fashion-MNIST not installed (dataset-fashion-mnist)"
 [ -x "$RINGTRAIN" ] || { echo "FAIL: no executable $RINGTRAIN" >&2; exit 1; }
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/ringtrain-slurm-test-XXXXXX")
 WATCHDOG=""
 cleanup() {
   local rc=$?
