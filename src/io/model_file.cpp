@@ -10,19 +10,11 @@
 
 #include "ringtrain/io/atomic_file.hpp"
 #include "ringtrain/util/error.hpp"
+#include "ringtrain/util/timer.hpp"
 
 namespace ringtrain {
 
 namespace {
-
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 // "dense_0/kernel" -> {"dense_0", "kernel"}
 std::pair<std::string, std::string> split_name(const std::string& tensor) {
@@ -142,7 +134,7 @@ void write_tensors(hid_t file, const std::string& root, const ParamLayout& layou
 void write_model_parts(hid_t file, const SavedModel& m, const char* format) {
   Attrs root{{"format", std::string(format)},
              {"format_version", kFormatVersion},
-             {"created", utc_now()},
+             {"created", utc_timestamp()},
              {"ringtrain_version", std::string(RINGTRAIN_VERSION)}};
   root[kModelCrc] = model_crc(m, root);
   h5_write_attrs(file, root);

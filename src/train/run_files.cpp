@@ -122,6 +122,15 @@ void RunFiles::write(const SaveRequest& r) {
     latest_ = str_cat("checkpoints/ckpt-", r.step, ".h5");
     record(latest_, "checkpoint", model, r.step);
     prune_checkpoints();  // only now that the new one is safe
+    if (on_checkpoint_) {
+      nlohmann::ordered_json e;
+      e["step"] = r.step;
+      const nlohmann::ordered_json m = metrics_json(staging_.trainer);  // of this step (not the last evaluation)
+      for (const char* key : {"examples_seen", "epoch"})
+        if (m.contains(key)) e[key] = m[key];
+      e["path"] = latest_;
+      on_checkpoint_(e);
+    }
   }
   if (r.versioned) {
     const std::string name = versioned_name(r.step);

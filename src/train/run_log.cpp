@@ -12,6 +12,7 @@
 
 #include "ringtrain/io/atomic_file.hpp"
 #include "ringtrain/util/error.hpp"
+#include "ringtrain/util/timer.hpp"
 
 namespace ringtrain {
 
@@ -32,12 +33,16 @@ void RunLog::start(const std::string& effective_ini, bool resuming) {
   if (!resuming && fs::exists(dir_ + "/metrics.jsonl"))
     throw UsageError(str_cat("run.dir: '", dir_, "' already holds a run (metrics.jsonl); choose a new run.dir ",
                              "or continue it with --resume auto"));
+  // No finished evaluation here (checked above): the events of an earlier
+  // attempt that never got that far belong to no run.
+  if (!resuming) fs::remove(dir_ + "/events.jsonl", ec);
   write_file_atomic(dir_ + "/config.ini", effective_ini);
 }
 
-void RunLog::truncate_metrics(int64_t examples_seen) const {
-  if (!active_) return;
-  const std::string path = dir_ + "/metrics.jsonl";
+namespace {
+
+// Keeps the lines of a JSONL file whose examples_seen is at most `limit`.
+void truncate_jsonl(const std::string& path, int64_t limit) {
   std::ifstream in(path);
   if (!in) return;
   std::string kept, line;
@@ -45,10 +50,29 @@ void RunLog::truncate_metrics(int64_t examples_seen) const {
     if (line.empty()) continue;
     // A line that does not parse is the torn end of a crashed append.
     const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.contains("examples_seen")) continue;
-    if (j["examples_seen"].get<int64_t>() <= examples_seen) kept += line + "\n";
+    if (j.is_discarded() || !j.contains("examples_seen") || !j["examples_seen"].is_number_integer()) continue;
+    if (j["examples_seen"].get<int64_t>() <= limit) kept += line + "\n";
   }
   write_file_atomic(path, kept);
+}
+
+}  // namespace
+
+void RunLog::truncate_metrics(int64_t examples_seen) const {
+  if (!active_) return;
+  truncate_jsonl(dir_ + "/metrics.jsonl", examples_seen);
+  const std::lock_guard<std::mutex> lock(events_mutex_);
+  truncate_jsonl(dir_ + "/events.jsonl", examples_seen);
+}
+
+void RunLog::event(const std::string& name, const nlohmann::ordered_json& record) const {
+  if (!active_) return;
+  nlohmann::ordered_json j;
+  j["event"] = name;
+  j["time"] = utc_timestamp();
+  for (const auto& [k, v] : record.items()) j[k] = v;
+  const std::lock_guard<std::mutex> lock(events_mutex_);
+  append_line_durable(dir_ + "/events.jsonl", j.dump());
 }
 
 void RunLog::info(const std::string& line) const {

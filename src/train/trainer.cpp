@@ -57,6 +57,7 @@ SourceInfo probe_eval_file(const std::string& key, const DataSource& src, const 
 Trainer::Trainer(TrainConfig cfg, Communicator& comm)
     : cfg_(std::move(cfg)), comm_(comm), log_(comm.rank() == 0, cfg_.run_dir, cfg_.progress),
       files_(cfg_.run_dir, comm.rank() == 0, cfg_.checkpoint_keep_last, [&comm] { comm.keep_alive(); }) {
+  files_.on_checkpoint([this](const nlohmann::ordered_json& e) { log_.event("checkpoint", e); });
   // Phases that can fail on some ranks only run inside run_collectively and
   // contain no collectives themselves; the agreement check runs between them.
   run_collectively(comm_, [&] {
@@ -262,6 +263,27 @@ void Trainer::log_setup() const {
     log_.info(str_cat("resumed from ", resume_path_, " at step ", start_step_, " (", examples_seen_,
                       " examples seen)"));
   log_.info(str_cat("run directory: ", log_.dir()));
+  nlohmann::ordered_json e;
+  e["step"] = start_step_;
+  e["examples_seen"] = examples_seen_;
+  e["world_size"] = p;
+  e["batch_per_rank"] = cfg_.batch_per_rank;
+  e["global_batch"] = schedule_.global_batch;
+  e["base_lr"] = schedule_.base_lr;
+  e["ref_batch"] = schedule_.ref_batch;
+  e["effective_lr"] = schedule_.peak();
+  e["warmup_steps"] = schedule_.warmup_steps;
+  e["decay"] = decay_name(schedule_.decay);
+  e["total_steps"] = total_steps_;
+  e["total_examples"] = plan_.total_examples;
+  e["pass_examples"] = plan_.pass_examples;
+  e["architecture"] = model_->spec().architecture();
+  e["parameters"] = model_->num_params();
+  e["algorithm"] = comm_.algorithm();
+  e["monitor"] = monitor_;
+  e["mode"] = metric_mode_name(monitor_mode_);
+  if (start_step_ > 0) e["resumed_from"] = resume_path_;
+  log_.event("start", e);
 }
 
 double Trainer::train_step(int64_t step, int64_t step_in_epoch) {

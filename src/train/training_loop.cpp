@@ -160,6 +160,7 @@ void Trainer::end_of_training(int64_t step, TrainResult& result) {
     } else {
       log_.info(str_cat("stopped after step ", step, " of ", total_steps_, " (train.stop_after_steps); ", how));
     }
+    record_end(step, result);
     return;
   }
   const bool diverged = result.stop == StopReason::kNonFinite || result.stop == StopReason::kDivergence;
@@ -181,7 +182,10 @@ void Trainer::end_of_training(int64_t step, TrainResult& result) {
     log_.info(str_cat("restored the best weights (", monitor_, " ", tracker_.best_value(), " at step ",
                       tracker_.best_step(), ") as the final model"));
   }
-  if (diverged && !restore) return;  // nothing trustworthy to write or test
+  if (diverged && !restore) {  // nothing trustworthy to write or test
+    record_end(step, result);
+    return;
+  }
   run_collectively(comm_, [&] {
     if (comm_.rank() != 0) return;
     SavedCheckpoint& c = files_.stage();
@@ -206,6 +210,30 @@ void Trainer::end_of_training(int64_t step, TrainResult& result) {
                 (long long)step, (long long)result.examples_seen, wall_.seconds(), result.samples_per_s / 1e3,
                 100.0 * comm_seconds_ / std::max(result.train_seconds, 1e-9), save_seconds_);
   log_.info(summary + log_.dir());
+  record_end(step, result);
+}
+
+void Trainer::record_end(int64_t step, const TrainResult& result) const {
+  const char* reason = "completed";
+  if (result.preempted) reason = "preempted";
+  else if (result.interrupted) reason = "stopped";
+  else if (result.stop == StopReason::kPatience || result.stop == StopReason::kBaseline) reason = "early_stop";
+  else if (result.stop == StopReason::kDivergence || result.stop == StopReason::kNonFinite) reason = "diverged";
+  nlohmann::ordered_json e;
+  e["reason"] = reason;
+  if (result.stop != StopReason::kNone) e["stop"] = stop_reason_name(result.stop);
+  if (!result.stop_message.empty()) e["message"] = result.stop_message;
+  if (result.preempted) e["preempted_ranks"] = result.preempted_ranks;
+  e["step"] = step;
+  e["examples_seen"] = result.examples_seen;
+  e["total_steps"] = total_steps_;
+  e["trained_examples"] = result.examples_seen - plan_.examples_after(start_step_);
+  e["wall_s"] = wall_.seconds();
+  e["train_s"] = result.train_seconds;
+  e["comm_s"] = result.comm_seconds;
+  e["samples_per_s"] = result.samples_per_s;
+  if (!result.test.empty()) e["test"] = result.test;
+  log_.event("end", e);
 }
 
 }  // namespace ringtrain

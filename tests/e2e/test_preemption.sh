@@ -59,6 +59,14 @@ check_preempted() {
   [ -n "$line" ] && pass "$name: $(cut -c1-140 <<<"$line")" || { fail "$name: no pre-emption message"; tail -5 "$dir.log" >&2; }
   [ -n "$step" ] && [ -f "$dir/checkpoints/ckpt-$step.h5" ] && pass "$name: checkpoints/ckpt-$step.h5 is on disk" \
     || fail "$name: no checkpoint of the step it stopped at ($step)"
+  "$PY" - "$dir/events.jsonl" "$step" <<'PY' && pass "$name: events.jsonl ends with a 'preempted' end record at step $step" \
+    || fail "$name: events.jsonl"
+import json, sys
+events = [json.loads(l) for l in open(sys.argv[1])]
+end = events[-1]
+assert end["event"] == "end" and end["reason"] == "preempted" and end["step"] == int(sys.argv[2]), end
+assert [e["event"] for e in events].count("start") == 1
+PY
   [ -e "$dir/final.h5" ] && fail "$name: final.h5 written by a stopped run"
   ls "$dir/checkpoints" | grep -q '\.tmp$' && fail "$name: a temporary file is left"
   rt_mpirun 2 "$RINGTRAIN" train "${ARGS[@]}" --run.dir="$dir" --resume=auto >"$dir.resume.log" 2>&1 \

@@ -57,6 +57,10 @@ class RunFiles {
   // Waits for the write in flight; RuntimeError with its message if it failed.
   void wait();
 
+  // Called on the writer thread once a checkpoint is on disk, with its path
+  // (relative to the run directory), step and metrics (RunLog::event).
+  void on_checkpoint(std::function<void(const nlohmann::ordered_json&)> f) { on_checkpoint_ = std::move(f); }
+
   // Resuming: keep the manifest entries of files that still exist, and move
   // checkpoints newer than `step` out of the way (ckpt-<N>.h5.superseded).
   void adopt_existing(int64_t step);
@@ -78,6 +82,7 @@ class RunFiles {
   int keep_last_;
   SavedCheckpoint staging_;
   std::future<void> in_flight_;
+  std::function<void(const nlohmann::ordered_json&)> on_checkpoint_;
   std::function<void()> keep_alive_;
   std::string error_;
   nlohmann::ordered_json entries_ = nlohmann::ordered_json::object();  // relative path -> entry

@@ -3,12 +3,19 @@
 // Creates the run directory, writes <run>/config.ini (the effective
 // configuration) and appends one JSON object per evaluation to
 // <run>/metrics.jsonl (fsynced, so a crash loses no finished evaluation).
+// <run>/events.jsonl records what happened around them, one object per line
+// with "event" and "time" (UTC): "start" (world size, batch, lr, plan; once
+// per launch, so a resumed run has several), "checkpoint" (written, on disk)
+// and "end" (why training ended, wall time, throughput). `ringtrain plot` and
+// `ringtrain report` read both files.
 // Progress goes to stdout: a live bar redrawn in place on a terminal, plain
 // lines otherwise (Slurm logs, pipes). Other ranks hold an inactive RunLog.
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "ringtrain/util/timer.hpp"
@@ -34,9 +41,13 @@ class RunLog {
   // naming the path if it cannot. A directory that already holds a run is
   // refused unless `resuming`.
   void start(const std::string& effective_ini, bool resuming = false);
-  // Resuming: keeps the metrics.jsonl lines up to `examples_seen` (the
-  // resumed run writes the later ones again).
+  // Resuming: keeps the metrics.jsonl and events.jsonl lines up to
+  // `examples_seen` (the resumed run writes the later ones again); -1 clears
+  // both (a fresh start).
   void truncate_metrics(int64_t examples_seen) const;
+  // Appends `record` to events.jsonl with "event": `name` and "time" first;
+  // fsynced. Thread-safe (the writer thread records checkpoints).
+  void event(const std::string& name, const nlohmann::ordered_json& record) const;
   void info(const std::string& line) const;
   // Redraws the progress bar (TTY only, throttled to ~10 per second).
   void progress(int64_t epoch, int64_t epochs, int64_t step_in_epoch, int64_t steps_per_epoch,
@@ -52,6 +63,7 @@ class RunLog {
   bool active_, tty_ = false, bar_shown_ = false;
   std::string dir_;
   Timer since_draw_;
+  mutable std::mutex events_mutex_;
 };
 
 // "0.8812" style formatting of metric values for progress lines.

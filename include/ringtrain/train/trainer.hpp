@@ -101,6 +101,8 @@ class Trainer {
   // Rank 0: stage the current state and write it in the background.
   void save(int64_t step, const TrackerDecision& d, bool checkpoint);
   void end_of_training(int64_t step, TrainResult& result);
+  // Rank 0: the "end" record of events.jsonl (why, wall time, throughput).
+  void record_end(int64_t step, const TrainResult& result) const;
 
   // trainer_state.cpp: what checkpoints hold, resuming, init_from, freeze.
   void stage_model(SavedModel& m, int64_t step) const;
