@@ -2,7 +2,8 @@
 # ringtrain launcher.
 #
 #   ./run_mpi.sh                  install what is missing, build Release, train the
-#                                 default model on Fashion-MNIST on 2 ranks
+#                                 default model on Fashion-MNIST on 2 ranks and draw
+#                                 its training curves (<run dir>/curves.png)
 #   ./run_mpi.sh test             install what is missing, build, run the whole test
 #                                 suite (Release, then ASan+UBSan)
 #   ./run_mpi.sh bench            install the PyTorch peer too, run bench/ side by side
@@ -22,7 +23,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$ROOT"
 
 CORE_PKGS=(cmake make g++ openmpi-bin libopenmpi-dev libeigen3-dev libhdf5-dev hdf5-tools
-           libboost-program-options-dev doctest-dev nlohmann-json3-dev zlib1g-dev dataset-fashion-mnist)
+           libboost-program-options-dev doctest-dev nlohmann-json3-dev zlib1g-dev dataset-fashion-mnist
+           gnuplot-nox)  # ringtrain plot (curves.png)
 TEST_PKGS=(python3 python3-h5py python3-numpy)
 # tests/slurm starts a throw-away single-node Slurm cluster
 SLURM_PKGS=(slurmctld slurmd slurm-client munge)
@@ -90,16 +92,17 @@ in_slurm() {
 }
 
 run_train() {
-  local np=2 np_given=0 oversubscribe=0 hostfile="" args=() has_config=0 has_dir=0 has_progress=0
+  local np=2 np_given=0 oversubscribe=0 hostfile="" args=() has_config=0 has_dir=0 has_progress=0 run_dir=""
   while [ $# -gt 0 ]; do
     case "$1" in
+      --run.dir=*) has_dir=1; run_dir=${1#--run.dir=}; args+=("$1"); shift ;;
+      --run.dir) [ $# -ge 2 ] || die "--run.dir needs a folder"; has_dir=1; run_dir=$2; args+=("$1" "$2"); shift 2 ;;
       -np|-n) [ $# -ge 2 ] || die "$1 needs a number"; np=$2; np_given=1; shift 2 ;;
       --oversubscribe) oversubscribe=1; shift ;;
       --hostfile) [ $# -ge 2 ] || die "--hostfile needs a file"; hostfile=$2; shift 2 ;;
       *)
         case "$1" in
           --config|--config=*) has_config=1 ;;
-          --run.dir|--run.dir=*) has_dir=1 ;;
           --run.progress|--run.progress=*) has_progress=1 ;;
         esac
         args+=("$1"); shift ;;
@@ -109,7 +112,10 @@ run_train() {
   ensure_packages "${CORE_PKGS[@]}"
   build release
   [ $has_config = 1 ] || args=(--config "$ROOT/configs/fashion_mnist.ini" "${args[@]}")
-  [ $has_dir = 1 ] || args+=("--run.dir=runs/run-$(date +%Y%m%d-%H%M%S)-$$")
+  if [ $has_dir = 0 ]; then
+    run_dir=runs/run-$(date +%Y%m%d-%H%M%S)-$$
+    args+=("--run.dir=$run_dir")
+  fi
   # mpirun gives rank 0 a pseudo-terminal even when our output is a pipe or a
   # file, so ringtrain cannot tell: the live bar is decided here.
   if [ $has_progress = 0 ]; then
@@ -153,7 +159,20 @@ run_train() {
     wait $launcher || true  # returns early when a trapped signal arrives
   done
   rc=0; wait $launcher || rc=$?  # the exit status bash kept for it
+  plot_curves "$run_dir"
   exit $rc
+}
+
+# The training curves of a finished (or stopped) run as <run>/curves.png;
+# a failure here is reported but never changes the training's exit code.
+plot_curves() {
+  local dir=$1
+  [ -s "$dir/metrics.jsonl" ] || return 0  # no evaluation: nothing to draw
+  if "$ROOT/build/release/ringtrain" plot "$dir" --output "$dir/curves.png" >/dev/null; then
+    say "training curves: $dir/curves.png"
+  else
+    say "warning: could not draw $dir/curves.png (see the message above)"
+  fi
 }
 
 case "${1:-}" in

@@ -97,6 +97,13 @@ fi
 declare -A label=(
   [rt1]="ringtrain 1 rank" [rt2_ring]="ringtrain 2 ranks (ring)" [rt2_mpi]="ringtrain 2 ranks (mpi)"
   [pt1]="PyTorch 1 process" [pt2]="PyTorch DDP 2 procs (gloo)")
+# For the scaling figures (JSON, `ringtrain plot --bench`): world size, the
+# system a configuration belongs to, and its 1-process baseline. Weak scaling:
+# the batch per rank is fixed, so efficiency = samples/s / (ranks x baseline).
+declare -A ranks=([rt1]=1 [rt2_ring]=2 [rt2_mpi]=2 [pt1]=1 [pt2]=2)
+declare -A system=([rt1]="ringtrain (ring)" [rt2_ring]="ringtrain (ring)" [rt2_mpi]="ringtrain (MPI_Allreduce)"
+  [pt1]="PyTorch DDP (gloo)" [pt2]="PyTorch DDP (gloo)")
+declare -A baseline=([rt1]=rt1 [rt2_ring]=rt1 [rt2_mpi]=rt1 [pt1]=pt1 [pt2]=pt1)
 declare -A rates accs comms busys others
 clk_tck=$(getconf CLK_TCK) ncpu=$(nproc)
 failures=0
@@ -255,8 +262,8 @@ if [[ -n $output ]]; then
     echo "  \"configs\": {"
     sep=""
     for id in "${configs[@]}"; do
-      printf '%s    "%s": {"label": "%s", "samples_per_s": %s, "runs_samples_per_s": %s, "test_accuracy": %s, "runs_test_accuracy": %s, "allreduce_percent": %s, "cpu_busy_percent_before": %s, "other_load_percent_during": %s}' \
-        "$sep" "$id" "${label[$id]}" "$(json_num "${med[$id]}")" "$(json_list "${rates[$id]:-}")" \
+      printf '%s    "%s": {"label": "%s", "ranks": %s, "system": "%s", "scaling_baseline": "%s", "samples_per_s": %s, "runs_samples_per_s": %s, "test_accuracy": %s, "runs_test_accuracy": %s, "allreduce_percent": %s, "cpu_busy_percent_before": %s, "other_load_percent_during": %s}' \
+        "$sep" "$id" "${label[$id]}" "${ranks[$id]}" "${system[$id]}" "${baseline[$id]}" "$(json_num "${med[$id]}")" "$(json_list "${rates[$id]:-}")" \
         "$(json_num "$(median <<<"${accs[$id]:-}")")" "$(json_list "${accs[$id]:-}")" \
         "$(json_num "$(median <<<"${comms[$id]:-}")")" "$(json_list "${busys[$id]:-}")" \
         "$(json_list "${others[$id]:-}")"

@@ -13,8 +13,14 @@
 #include <string>
 #include <vector>
 
+#include <Eigen/Core>
+#include <boost/version.hpp>
+
 #include "ringtrain/app/model_commands.hpp"
 #include "ringtrain/app/options.hpp"
+#include "ringtrain/app/plot.hpp"
+#include "ringtrain/app/report.hpp"
+#include "ringtrain/io/hdf5.hpp"
 #include "ringtrain/comm/mpi_communicator.hpp"
 #include "ringtrain/io/data_reader.hpp"
 #include "ringtrain/train/trainer.hpp"
@@ -35,7 +41,31 @@ constexpr const char* kUsage =
     "  predict   write a saved model's predictions: ringtrain predict --model FILE --input X.h5 --output P.h5\n"
     "  inspect   show what a model or checkpoint file holds: ringtrain inspect FILE\n"
     "  convert   convert IDX images (+ labels beside them) to an HDF5 data file:\n"
-    "            ringtrain convert IMAGES_IDX OUTPUT.h5\n";
+    "            ringtrain convert IMAGES_IDX OUTPUT.h5\n"
+    "  plot      training curves of run directories, or benchmark results, as a PNG (gnuplot):\n"
+    "            ringtrain plot RUN_DIR [RUN_DIR ...] --output curves.png\n"
+    "            ringtrain plot --bench allreduce.json [--bench train.json] --output bench.png\n"
+    "  report    compare run directories in a table (or --json):\n"
+    "            ringtrain report RUN_DIR [RUN_DIR ...] [--json]\n"
+    "options: --help, --version (with the versions of MPI, HDF5, Eigen and Boost built with)\n";
+
+std::string compiler_text() {
+#if defined(__clang__)
+  return str_cat("clang ", __clang_major__, ".", __clang_minor__, ".", __clang_patchlevel__);
+#elif defined(__GNUC__)
+  return str_cat("GCC ", __GNUC__, ".", __GNUC_MINOR__, ".", __GNUC_PATCHLEVEL__);
+#else
+  return "an unknown compiler";
+#endif
+}
+
+// ringtrain --version: ours and the libraries' we were built with.
+std::string version_text() {
+  return str_cat("ringtrain ", RINGTRAIN_VERSION, "\n", "built with: ", mpi_build_version(), "; HDF5 ",
+                 hdf5_build_version(), "; Eigen ", EIGEN_WORLD_VERSION, ".", EIGEN_MAJOR_VERSION, ".",
+                 EIGEN_MINOR_VERSION, "; Boost ", BOOST_VERSION / 100000, ".", BOOST_VERSION / 100 % 1000, ".",
+                 BOOST_VERSION % 100, "; ", compiler_text(), "\n");
+}
 
 void print_error(const std::string& message) {
   std::fflush(stdout);
@@ -178,15 +208,18 @@ int run_app(int argc, char** argv) {
     if (command == "evaluate") return run_evaluate(args);
     if (command == "predict") return run_predict(args);
     if (command == "inspect") return run_inspect(args);
+    if (command == "plot") return run_plot(args);
+    if (command == "report") return run_report(args);
     if (command == "--help" || command == "-h" || command == "help") {
       std::printf("%s", kUsage);
       return kExitSuccess;
     }
-    if (command == "--version") {
-      std::printf("ringtrain %s\n", RINGTRAIN_VERSION);
+    if (command == "--version" || command == "version") {
+      std::printf("%s", version_text().c_str());
       return kExitSuccess;
     }
-    throw UsageError(str_cat("unknown command '", command, "' (commands: train, evaluate, predict, inspect, convert; ringtrain --help)"));
+    throw UsageError(str_cat("unknown command '", command, "' (commands: train, evaluate, predict, inspect, ",
+                             "convert, plot, report; ringtrain --help)"));
   } catch (const Error& e) {
     print_error(e.what());
     return e.exit_code();

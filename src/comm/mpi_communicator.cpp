@@ -103,6 +103,17 @@ class MpiCommunicator final : public Communicator {
 
 }  // namespace
 
+std::string mpi_build_version() {
+#if defined(OMPI_MAJOR_VERSION)
+  const std::string library = str_cat("Open MPI ", OMPI_MAJOR_VERSION, ".", OMPI_MINOR_VERSION, ".", OMPI_RELEASE_VERSION);
+#elif defined(MPICH_VERSION)
+  const std::string library = str_cat("MPICH ", MPICH_VERSION);
+#else
+  const std::string library = "MPI";
+#endif
+  return str_cat(library, ", MPI standard ", MPI_VERSION, ".", MPI_SUBVERSION);
+}
+
 std::unique_ptr<Communicator> make_mpi_communicator(const std::string& algorithm, double timeout_s) {
   if (algorithm != "ring" && algorithm != "mpi")
     throw UsageError(str_cat("comm.algorithm: expected ring or mpi, got '", algorithm, "'"));

@@ -39,6 +39,11 @@ herr_t find_os_reason(unsigned, const H5E_error2_t* e, void* out) {
 
 }  // namespace
 
+std::string hdf5_build_version() {
+  return str_cat(H5_VERS_MAJOR, ".", H5_VERS_MINOR, ".", H5_VERS_RELEASE, H5_VERS_SUBRELEASE[0] ? "-" : "",
+                 H5_VERS_SUBRELEASE);
+}
+
 std::string h5_os_reason() {
   std::string reason;
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, find_os_reason, &reason);

@@ -27,4 +27,8 @@ constexpr double kDefaultCommTimeout = 300;
 std::unique_ptr<Communicator> make_mpi_communicator(const std::string& algorithm,
                                                     double timeout_s = kDefaultCommTimeout);
 
+// The MPI this was built with ("Open MPI 4.1.4, MPI standard 3.1"), from the
+// headers; needs no MPI_Init (ringtrain --version).
+std::string mpi_build_version();
+
 }  // namespace ringtrain

@@ -47,6 +47,9 @@ class H5Handle {
   Closer closer_ = nullptr;
 };
 
+// The HDF5 this was built with ("1.10.8"), from its headers.
+std::string hdf5_build_version();
+
 // Silences HDF5's automatic error printing on the calling thread; the first
 // call in the process also turns off HDF5's clean-up at exit (hdf5.cpp says why).
 void h5_quiet();

@@ -1,0 +1,84 @@
+// load_run: what plot and report read from a run directory, and the errors
+// for directories that are missing, not runs, or hold broken records.
+#include <doctest/doctest.h>
+
+#include <fstream>
+
+#include "ringtrain/app/run_summary.hpp"
+#include "ringtrain/util/error.hpp"
+#include "run_dir_fixture.hpp"
+#include "test_helpers.hpp"
+
+using namespace ringtrain;
+using namespace ringtrain::test;
+
+TEST_CASE("load_run: config, evaluations, events, best.h5 and test metrics") {
+  TempDir tmp;
+  FakeRun{}.write(tmp.file("a"));
+  const RunSummary r = load_run(tmp.file("a"));
+  CHECK(r.config.at("train.batch_per_rank") == "64");
+  CHECK(r.config.at("task") == "classification");
+  CHECK(r.evals.size() == 4);
+  CHECK(r.events.size() == 6);  // start, 4 checkpoints, end
+  REQUIRE(r.has_best);
+  CHECK(std::get<int64_t>(r.best.at("examples_seen")) == 2000);
+  CHECK(r.test.at("test_accuracy") == doctest::Approx(0.8));
+  CHECK(r.monitor() == "val_loss");
+  CHECK(r.mode() == "min");
+  CHECK(r.pass_examples() == 2000);
+  REQUIRE(r.last_event("end") != nullptr);
+  CHECK((*r.last_event("end"))["reason"] == "completed");
+  CHECK(r.eval_columns().front() == "step");
+}
+
+TEST_CASE("load_run: a torn last line is skipped, a broken middle line is an error") {
+  TempDir tmp;
+  const std::string dir = tmp.file("a");
+  FakeRun{}.write(dir);
+  std::ofstream(dir + "/metrics.jsonl", std::ios::app) << "{\"step\": 9, \"exam";
+  CHECK(load_run(dir).evals.size() == 4);
+  std::ofstream(dir + "/metrics.jsonl", std::ios::app) << "\n{\"step\": 10, \"examples_seen\": 5000}\n";
+  CHECK_THROWS_WITH_AS(load_run(dir), doctest::Contains("metrics.jsonl: line 5 is not a JSON object"), UsageError);
+}
+
+TEST_CASE("load_run: missing directories and non-runs are usage errors naming the path") {
+  TempDir tmp;
+  CHECK_THROWS_WITH_AS(load_run(tmp.file("nope")), doctest::Contains("nope' not found"), UsageError);
+  CHECK_THROWS_WITH_AS(load_run(tmp.path()), doctest::Contains("not a ringtrain run directory (no config.ini)"),
+                       UsageError);
+  FakeRun{}.write(tmp.file("a"));
+  std::ofstream(tmp.file("a/best.h5")) << "not hdf5";
+  CHECK_THROWS_WITH_AS(load_run(tmp.file("a")), doctest::Contains("best.h5"), UsageError);
+  FakeRun{}.write(tmp.file("b"));
+  std::ofstream(tmp.file("b/metrics.jsonl")) << "{\"step\": 1}\n{\"step\": 2}\n";
+  CHECK_THROWS_WITH_AS(load_run(tmp.file("b")), doctest::Contains("without step or examples_seen"), UsageError);
+}
+
+TEST_CASE("load_run: a run without events.jsonl (older versions) still has its monitor and pass size") {
+  TempDir tmp;
+  const std::string dir = tmp.file("old");
+  FakeRun run;
+  run.extra_config["eval.monitor"] = "val_accuracy";
+  run.write(dir);
+  std::filesystem::remove(dir + "/events.jsonl");
+  const RunSummary r = load_run(dir);
+  CHECK(r.events.empty());
+  CHECK(r.monitor() == "val_loss");  // best.h5 says what it was chosen by
+  CHECK(r.pass_examples() == 2000);  // examples_seen / epoch of the evaluations
+  std::filesystem::remove(dir + "/best.h5");
+  CHECK(load_run(dir).monitor() == "val_accuracy");  // the configuration
+  CHECK(load_run(dir).mode() == "max");
+}
+
+TEST_CASE("run_labels: last path component, whole path when two runs share it") {
+  TempDir tmp;
+  FakeRun{}.write(tmp.file("x/run"));
+  FakeRun{}.write(tmp.file("y/run"));
+  FakeRun{}.write(tmp.file("z"));
+  const std::vector<RunSummary> runs = {load_run(tmp.file("x/run/")), load_run(tmp.file("y/run")),
+                                        load_run(tmp.file("z"))};
+  const std::vector<std::string> labels = run_labels(runs);
+  CHECK(labels[0] == tmp.file("x/run/"));
+  CHECK(labels[1] == tmp.file("y/run"));
+  CHECK(labels[2] == "z");
+}
