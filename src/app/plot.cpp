@@ -44,7 +44,7 @@ std::string loss_axis_label(const std::vector<RunSummary>& runs) {
     (it != r.config.end() && it->second == "regression" ? reg : cls) = true;
   }
   if (cls && !reg) return "loss (cross-entropy, mean per example)";
-  if (reg && !cls) return "loss (squared error, mean per example)";
+  if (reg && !cls) return "loss (mean squared error, mean per example)";
   return "loss (mean per example)";
 }
 
@@ -91,7 +91,10 @@ bool best_point(const RunSummary& r, const std::string& metric, Series& s) {
 
 std::string data_blocks(const RunSummary& r, std::size_t i, Series& s) {
   std::ostringstream os;
-  os << "$run" << i << " << EOD\n# " << r.dir << "\n#";
+  std::string dir = r.dir;  // in a comment line: a line break would end it
+  std::replace_if(
+      dir.begin(), dir.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
+  os << "$run" << i << " << EOD\n# " << dir << "\n#";
   for (const std::string& c : s.cols) os << ' ' << c;
   os << '\n';
   for (const Json& e : r.evals) {
@@ -199,6 +202,58 @@ std::string best_and_ticks(const std::vector<Series>& series, bool curves) {
   return os.str();
 }
 
+// One run's curves and marks; UsageError for a run without evaluations or
+// without the metric to plot.
+Series make_series(const RunSummary& r, const std::string& label, std::size_t i, const PlotOptions& o) {
+  Series s;
+  if (r.evals.empty())
+    throw UsageError(str_cat("plot: ", r.dir, "/metrics.jsonl holds no evaluation yet: nothing to plot"));
+  s.label = label;
+  s.colour = plot_colour(i);
+  s.cols = {"examples_seen"};
+  for (const std::string& c : r.eval_columns())
+    if (c != "examples_seen") s.cols.push_back(c);
+  s.monitor = o.monitor.empty() ? r.monitor() : o.monitor;
+  s.mode = r.mode();
+  if (std::find(s.cols.begin(), s.cols.end(), s.monitor) == s.cols.end()) {
+    std::string have;
+    for (const std::string& c : s.cols)
+      if (c.rfind("val_", 0) == 0 || c == "train_loss") have += (have.empty() ? "" : ", ") + c;
+    throw UsageError(str_cat("plot: ", o.monitor.empty() ? "monitored metric '" : "--monitor '", s.monitor,
+                             "' is not in ", r.dir, "/metrics.jsonl (it has: ", have, ")"));
+  }
+  if (s.monitor != r.monitor()) {  // --monitor other than the one best.h5 was chosen by
+    s.best_by = r.monitor();
+    s.mode = metric_mode_of(s.monitor);
+  }
+  s.has_val_loss = std::find(s.cols.begin(), s.cols.end(), "val_loss") != s.cols.end();
+  s.has_best = best_point(r, s.monitor, s);
+  for (const Json& e : r.events) {
+    if (e["event"] == "checkpoint" && e.contains("examples_seen")) s.ckpts.push_back(e);
+    if (e["event"] == "end" && e.contains("reason") && e.contains("examples_seen") && e.contains("step") &&
+        end_text(e["reason"].get<std::string>()))
+      s.stops.push_back(e);
+  }
+  return s;
+}
+
+// The epoch axis on top, linked to examples seen, with whole-epoch tics.
+std::string epoch_axis(int64_t pass, double xmax, bool several) {
+  const double epochs = xmax * 1.02 / double(pass);
+  double every = 1;
+  for (double nice : {1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0})
+    if (epochs / nice <= 12) {
+      every = nice;
+      break;
+    }
+  if (epochs < 2) every = epochs < 0.8 ? 0.1 : 0.25;
+  return str_cat(
+      "set link x2 via x/", pass, ".0 inverse x*", pass, ".0\nset x2tics ", gnuplot_number(every),
+      " nomirror\nset x2label ",
+      gnuplot_quote(str_cat("epoch (passes over ", pass, " training examples", several ? ", first run" : "", ")")),
+      "\n");
+}
+
 }  // namespace
 
 std::string gnuplot_number(double v) {
@@ -235,38 +290,9 @@ std::string training_plot_script(const std::vector<RunSummary>& runs, const Plot
   std::vector<Series> series(runs.size());
   double xmax = 0;
   for (std::size_t i = 0; i < runs.size(); ++i) {
-    const RunSummary& r = runs[i];
-    Series& s = series[i];
-    if (r.evals.empty())
-      throw UsageError(str_cat("plot: ", r.dir, "/metrics.jsonl holds no evaluation yet: nothing to plot"));
-    s.label = labels[i];
-    s.colour = plot_colour(i);
-    s.cols = {"examples_seen"};
-    for (const std::string& c : r.eval_columns())
-      if (c != "examples_seen") s.cols.push_back(c);
-    s.monitor = o.monitor.empty() ? r.monitor() : o.monitor;
-    s.mode = r.mode();
-    if (std::find(s.cols.begin(), s.cols.end(), s.monitor) == s.cols.end()) {
-      std::string have;
-      for (const std::string& c : s.cols)
-        if (c.rfind("val_", 0) == 0 || c == "train_loss") have += (have.empty() ? "" : ", ") + c;
-      throw UsageError(str_cat("plot: ", o.monitor.empty() ? "monitored metric '" : "--monitor '", s.monitor,
-                               "' is not in ", r.dir, "/metrics.jsonl (it has: ", have, ")"));
-    }
-    if (s.monitor != r.monitor()) {  // --monitor other than the one best.h5 was chosen by
-      s.best_by = r.monitor();
-      s.mode = metric_mode_of(s.monitor);
-    }
-    s.has_val_loss = std::find(s.cols.begin(), s.cols.end(), "val_loss") != s.cols.end();
-    s.has_best = best_point(r, s.monitor, s);
-    for (const Json& e : r.events) {
-      if (e["event"] == "checkpoint" && e.contains("examples_seen")) s.ckpts.push_back(e);
-      if (e["event"] == "end" && e.contains("reason") && e.contains("examples_seen") && e.contains("step") &&
-          end_text(e["reason"].get<std::string>()))
-        s.stops.push_back(e);
-    }
-    for (const Json& e : r.evals) xmax = std::max(xmax, e["examples_seen"].get<double>());
-    for (const Json& e : s.stops) xmax = std::max(xmax, e["examples_seen"].get<double>());
+    series[i] = make_series(runs[i], labels[i], i, o);
+    for (const Json& e : runs[i].evals) xmax = std::max(xmax, e["examples_seen"].get<double>());
+    for (const Json& e : series[i].stops) xmax = std::max(xmax, e["examples_seen"].get<double>());
   }
   for (const Series& s : series)
     if (s.monitor != series[0].monitor)
@@ -289,23 +315,7 @@ std::string training_plot_script(const std::vector<RunSummary>& runs, const Plot
      << "set key at screen 0.69, graph 1 left top Left reverse samplen 3 spacing 1.15\n"
      << "set xrange [0:" << gnuplot_number(xmax * 1.02) << "]\nset format x '%.0s%c'\nset xtics nomirror\n";
   const int64_t pass = runs[0].pass_examples();
-  if (pass > 0) {
-    // Whole epochs on the top axis (the linked axis would copy the x tics).
-    const double epochs = xmax * 1.02 / double(pass);
-    double every = 1;
-    for (double nice : {1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0})
-      if (epochs / nice <= 12) {
-        every = nice;
-        break;
-      }
-    if (epochs < 2) every = epochs < 0.8 ? 0.1 : 0.25;
-    os << "set link x2 via x/" << pass << ".0 inverse x*" << pass << ".0\nset x2tics " << gnuplot_number(every)
-       << " nomirror\n"
-       << "set x2label "
-       << gnuplot_quote(
-              str_cat("epoch (passes over ", pass, " training examples", runs.size() > 1 ? ", first run" : "", ")"))
-       << "\n";
-  }
+  if (pass > 0) os << epoch_axis(pass, xmax, runs.size() > 1);
   // Upper panel: losses (and the monitor when it is one of them).
   os << "set tmargin at screen " << (pass > 0 ? "0.86" : "0.90") << "\nset bmargin at screen "
      << (two_panels ? "0.54" : "0.10") << "\n";
@@ -314,12 +324,16 @@ std::string training_plot_script(const std::vector<RunSummary>& runs, const Plot
     os << "set xlabel ''\n";
   else
     os << "set xlabel 'examples seen (training examples, all ranks)'\n";
-  os << "set style textbox opaque noborder\nset multiplot\n" << markers(series, xmax, !two_panels, true, !two_panels);
+  // Room below the curves for the checkpoint ticks (one row per run).
+  const std::string tick_room =
+      str_cat("set offsets 0, 0, 0, graph ", gnuplot_number(0.045 * double(series.size()) + 0.02), "\n");
+  os << "set style textbox opaque noborder\nset multiplot\n"
+     << (two_panels ? "" : tick_room) << markers(series, xmax, !two_panels, true, !two_panels);
   os << loss_plot(series) << (two_panels ? "" : best_and_ticks(series, false)) << "\n";
   if (two_panels) {
     os << "unset arrow\nunset label\nunset title\nunset x2tics\nunset x2label\nunset link x2\n"
        << "set tmargin at screen 0.46\nset bmargin at screen 0.10\n"
-       << "set xlabel 'examples seen (training examples, all ranks)'\n"
+       << tick_room << "set xlabel 'examples seen (training examples, all ranks)'\n"
        << "set ylabel " << gnuplot_quote(metric_axis_label(monitor, series[0].mode)) << "\n"
        << markers(series, xmax, true, false, true) << "plot NaN notitle" << best_and_ticks(series, true) << "\n";
   }
