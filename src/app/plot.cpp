@@ -254,6 +254,40 @@ std::string epoch_axis(int64_t pass, double xmax, bool several) {
       "\n");
 }
 
+// Where panels and legend go, in screen coordinates, from what needs room
+// in pixels: tic labels and axis labels around the panels, the longest
+// legend entry on the right (so no entry is cut off at any picture size).
+struct Layout {
+  double left, right, key, top, upper_bottom, lower_top, bottom;
+};
+
+Layout make_layout(const PlotOptions& o, std::size_t legend_chars, bool epoch_axis, bool two_panels) {
+  const double w = o.width, h = o.height;
+  const double legend_px = 70 + 6.5 * double(legend_chars);  // line sample, gap, text at 10 pt
+  Layout l;
+  l.left = 80 / w;
+  l.key = std::clamp(1 - (legend_px + 10) / w, 0.45, 0.85);
+  l.right = l.key - 15 / w;
+  l.top = 1 - (epoch_axis ? 80 : 45) / h;
+  l.bottom = 55 / h;
+  const double gap = 30 / h;  // the upper panel's x tic labels
+  l.lower_top = l.bottom + (l.top - l.bottom - gap) / 2;
+  l.upper_bottom = two_panels ? l.lower_top + gap : l.bottom;
+  return l;
+}
+
+// The longest `title '...'` of some plot commands, in characters.
+std::size_t longest_title(const std::string& plots) {
+  std::size_t longest = 0;
+  for (std::size_t at = plots.find("title '"); at != std::string::npos; at = plots.find("title '", at + 1)) {
+    const std::size_t from = at + 7, to = plots.find("'\n", from) != std::string::npos
+                                              ? std::min(plots.find("',", from), plots.find("'\n", from))
+                                              : plots.find("',", from);
+    if (to != std::string::npos) longest = std::max(longest, to - from);
+  }
+  return longest;
+}
+
 }  // namespace
 
 std::string gnuplot_number(double v) {
@@ -310,32 +344,31 @@ std::string training_plot_script(const std::vector<RunSummary>& runs, const Plot
       : runs.size() == 1
           ? str_cat("ringtrain run ", labels[0], ": best model by ", monitor, " (", series[0].mode, ")")
           : str_cat("ringtrain: ", runs.size(), " runs, best models by ", monitor, " (", series[0].mode, ")");
-  os << "set title " << gnuplot_quote(title) << " font ',13'\n"
-     << "set lmargin at screen 0.08\nset rmargin at screen 0.67\n"
-     << "set key at screen 0.69, graph 1 left top Left reverse samplen 3 spacing 1.15\n"
-     << "set xrange [0:" << gnuplot_number(xmax * 1.02) << "]\nset format x '%.0s%c'\nset xtics nomirror\n";
+  // The plot commands first: the legend's width decides the margins.
+  const std::string tick_room =  // below the curves, one row of checkpoint ticks per run
+      str_cat("set offsets 0, 0, 0, graph ", gnuplot_number(0.045 * double(series.size()) + 0.02), "\n");
+  const std::string upper = loss_plot(series) + (two_panels ? "" : best_and_ticks(series, false)) + "\n";
+  const std::string lower = two_panels ? "plot NaN notitle" + best_and_ticks(series, true) + "\n" : "";
   const int64_t pass = runs[0].pass_examples();
+  const Layout l = make_layout(o, std::max(longest_title(upper), longest_title(lower)), pass > 0, two_panels);
+  os << "set title " << gnuplot_quote(title) << " font ',13'\n"
+     << "set lmargin at screen " << gnuplot_number(l.left) << "\nset rmargin at screen " << gnuplot_number(l.right)
+     << "\nset key at screen " << gnuplot_number(l.key) << ", graph 1 left top Left reverse samplen 3 spacing 1.15\n"
+     << "set xrange [0:" << gnuplot_number(xmax * 1.02) << "]\nset format x '%.0s%c'\nset xtics nomirror\n";
   if (pass > 0) os << epoch_axis(pass, xmax, runs.size() > 1);
   // Upper panel: losses (and the monitor when it is one of them).
-  os << "set tmargin at screen " << (pass > 0 ? "0.86" : "0.90") << "\nset bmargin at screen "
-     << (two_panels ? "0.54" : "0.10") << "\n";
-  os << "set ylabel " << gnuplot_quote(loss_axis_label(runs)) << "\n";
-  if (two_panels)
-    os << "set xlabel ''\n";
-  else
-    os << "set xlabel 'examples seen (training examples, all ranks)'\n";
-  // Room below the curves for the checkpoint ticks (one row per run).
-  const std::string tick_room =
-      str_cat("set offsets 0, 0, 0, graph ", gnuplot_number(0.045 * double(series.size()) + 0.02), "\n");
-  os << "set style textbox opaque noborder\nset multiplot\n"
-     << (two_panels ? "" : tick_room) << markers(series, xmax, !two_panels, true, !two_panels);
-  os << loss_plot(series) << (two_panels ? "" : best_and_ticks(series, false)) << "\n";
+  os << "set tmargin at screen " << gnuplot_number(l.top) << "\nset bmargin at screen "
+     << gnuplot_number(l.upper_bottom) << "\nset ylabel " << gnuplot_quote(loss_axis_label(runs)) << "\n"
+     << (two_panels ? "set xlabel ''\n" : "set xlabel 'examples seen (training examples, all ranks)'\n")
+     << "set style textbox opaque noborder\nset multiplot\n"
+     << (two_panels ? "" : tick_room) << markers(series, xmax, !two_panels, true, !two_panels) << upper;
   if (two_panels) {
     os << "unset arrow\nunset label\nunset title\nunset x2tics\nunset x2label\nunset link x2\n"
-       << "set tmargin at screen 0.46\nset bmargin at screen 0.10\n"
+       << "set tmargin at screen " << gnuplot_number(l.lower_top) << "\nset bmargin at screen "
+       << gnuplot_number(l.bottom) << "\n"
        << tick_room << "set xlabel 'examples seen (training examples, all ranks)'\n"
        << "set ylabel " << gnuplot_quote(metric_axis_label(monitor, series[0].mode)) << "\n"
-       << markers(series, xmax, true, false, true) << "plot NaN notitle" << best_and_ticks(series, true) << "\n";
+       << markers(series, xmax, true, false, true) << lower;
   }
   os << "unset multiplot\n";
   return os.str();

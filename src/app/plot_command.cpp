@@ -46,10 +46,10 @@ std::string find_gnuplot() {
 void parse_size(const std::string& text, PlotOptions& o) {
   int w = 0, h = 0;
   char x = 0, extra = 0;
-  if (std::sscanf(text.c_str(), "%d%c%d%c", &w, &x, &h, &extra) != 3 || (x != 'x' && x != 'X') || w < 200 || h < 150 ||
+  if (std::sscanf(text.c_str(), "%d%c%d%c", &w, &x, &h, &extra) != 3 || (x != 'x' && x != 'X') || w < 400 || h < 300 ||
       w > 10000 || h > 10000)
     throw UsageError(
-        str_cat("plot: --size: expected WIDTHxHEIGHT in pixels (200x150 to 10000x10000), got '", text, "'"));
+        str_cat("plot: --size: expected WIDTHxHEIGHT in pixels (400x300 to 10000x10000), got '", text, "'"));
   o.width = w, o.height = h;
 }
 

@@ -35,8 +35,7 @@ Json run_record(const RunSummary& r, const std::string& label) {
   const Json* start = r.last_event("start");
   const auto from_start = [&](const char* key) { return start && start->contains(key) ? (*start)[key] : Json(); };
   j["world_size"] = from_start("world_size");
-  const auto b = r.config.find("train.batch_per_rank");
-  j["batch_per_rank"] = b != r.config.end() ? Json(std::stoll(b->second)) : Json();
+  j["batch_per_rank"] = from_start("batch_per_rank");
   j["global_batch"] = from_start("global_batch");
   j["base_lr"] = from_start("base_lr");
   j["effective_lr"] = from_start("effective_lr");

@@ -72,6 +72,24 @@ std::string attr_string(const Attrs& a, const std::string& key) {
   return s ? *s : "";
 }
 
+// The fields plot and report read must have the type the trainer writes: a
+// hand-edited or foreign file is a usage error naming the field, not a crash.
+void check_event(const Json& e, const std::string& path) {
+  if (!e.contains("event") || !e["event"].is_string())
+    throw UsageError(str_cat(path, ": a record without \"event\": ", e.dump()));
+  const auto expect = [&](std::initializer_list<const char*> keys, bool (Json::*is)() const noexcept,
+                          const char* what) {
+    for (const char* k : keys)
+      if (e.contains(k) && !(e[k].*is)())
+        throw UsageError(str_cat(path, ": \"", k, "\" is not ", what, " in ", e.dump()));
+  };
+  expect({"step", "examples_seen", "world_size", "batch_per_rank", "global_batch", "pass_examples"},
+         &Json::is_number_integer, "an integer");
+  expect({"reason", "message", "monitor", "mode", "algorithm", "path", "resumed_from"}, &Json::is_string, "a string");
+  expect({"wall_s", "train_s", "comm_s", "samples_per_s", "trained_examples", "base_lr", "effective_lr", "epoch"},
+         &Json::is_number, "a number");
+}
+
 }  // namespace
 
 RunSummary load_run(const std::string& dir) {
@@ -88,9 +106,7 @@ RunSummary load_run(const std::string& dir) {
         !e["examples_seen"].is_number_integer())
       throw UsageError(str_cat(dir, "/metrics.jsonl: a record without step or examples_seen: ", e.dump()));
   r.events = read_jsonl(dir + "/events.jsonl");
-  for (const Json& e : r.events)
-    if (!e.contains("event") || !e["event"].is_string())
-      throw UsageError(str_cat(dir, "/events.jsonl: a record without \"event\": ", e.dump()));
+  for (const Json& e : r.events) check_event(e, dir + "/events.jsonl");
   if (fs::exists(dir + "/best.h5", ec)) {
     r.best = read_model_file(dir + "/best.h5").metrics;
     r.has_best = true;

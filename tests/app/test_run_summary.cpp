@@ -54,6 +54,21 @@ TEST_CASE("load_run: missing directories and non-runs are usage errors naming th
   CHECK_THROWS_WITH_AS(load_run(tmp.file("b")), doctest::Contains("without step or examples_seen"), UsageError);
 }
 
+TEST_CASE("load_run: an event field of the wrong type is a usage error naming it") {
+  TempDir tmp;
+  const std::string dir = tmp.file("a");
+  FakeRun{}.write(dir);
+  std::ofstream(dir + "/events.jsonl", std::ios::app) << R"({"event": "end", "reason": 5})"
+                                                      << "\n";
+  CHECK_THROWS_WITH_AS(load_run(dir), doctest::Contains("events.jsonl: \"reason\" is not a string"), UsageError);
+  std::ofstream(dir + "/events.jsonl") << R"({"event": "end", "wall_s": "long"})"
+                                       << "\n";
+  CHECK_THROWS_WITH_AS(load_run(dir), doctest::Contains("\"wall_s\" is not a number"), UsageError);
+  std::ofstream(dir + "/events.jsonl") << R"({"event": "checkpoint", "examples_seen": 1.5})"
+                                       << "\n";
+  CHECK_THROWS_WITH_AS(load_run(dir), doctest::Contains("\"examples_seen\" is not an integer"), UsageError);
+}
+
 TEST_CASE("load_run: a run without events.jsonl (older versions) still has its monitor and pass size") {
   TempDir tmp;
   const std::string dir = tmp.file("old");
