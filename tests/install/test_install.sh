@@ -42,7 +42,10 @@ ok "cmake --install $BUILD --prefix $PREFIX"
 VERSION_OUT=$("$PREFIX/bin/ringtrain" --version) || die "bin/ringtrain --version exited $?"
 VERSION_LINE=${VERSION_OUT%%$'\n'*}
 [[ $VERSION_LINE == "ringtrain "* ]] || die "bin/ringtrain --version printed '$VERSION_LINE'"
-ok "bin/ringtrain --version: $VERSION_LINE"
+BUILT_WITH=$(sed -n 2p <<<"$VERSION_OUT")
+[[ $BUILT_WITH =~ ^built\ with:\ .*MPI\ standard\ [0-9]+\.[0-9]+\;\ HDF5\ [0-9]+\.[0-9]+\.[0-9]+.*\;\ Eigen\ [0-9]+\.[0-9]+\.[0-9]+\; ]] \
+  || die "bin/ringtrain --version does not name the MPI, HDF5 and Eigen versions: '$BUILT_WITH'"
+ok "bin/ringtrain --version: $VERSION_LINE; $BUILT_WITH"
 
 diff <(cd "$SOURCE/include" && find ringtrain -name '*.hpp' | sort) \
      <(cd "$PREFIX/include" && find ringtrain -type f | sort) >"$WORK/headers.diff" \
