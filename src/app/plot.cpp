@@ -91,10 +91,7 @@ bool best_point(const RunSummary& r, const std::string& metric, Series& s) {
 
 std::string data_blocks(const RunSummary& r, std::size_t i, Series& s) {
   std::ostringstream os;
-  std::string dir = r.dir;  // in a comment line: a line break would end it
-  std::replace_if(
-      dir.begin(), dir.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
-  os << "$run" << i << " << EOD\n# " << dir << "\n#";
+  os << "$run" << i << " << EOD\n# " << gnuplot_comment(r.dir) << "\n#";
   for (const std::string& c : s.cols) os << ' ' << c;
   os << '\n';
   for (const Json& e : r.evals) {
@@ -294,6 +291,12 @@ std::string gnuplot_number(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.9g", v);
   return buf;
+}
+
+std::string gnuplot_comment(std::string text) {
+  std::replace_if(
+      text.begin(), text.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
+  return text;
 }
 
 std::string gnuplot_quote(const std::string& s) {

@@ -119,6 +119,8 @@ int run_plot(const std::vector<std::string>& args) {
   if (!folder.empty() && !fs::is_directory(folder, ec))
     throw UsageError(str_cat("plot: --output: folder '", folder.string(), "' does not exist"));
   if (fs::is_directory(output, ec)) throw UsageError(str_cat("plot: --output: '", output, "' is a directory"));
+  if (output.find_first_of("\n\r") != std::string::npos)
+    throw UsageError("plot: --output: a file name with a line break cannot be handed to gnuplot");
 
   std::vector<std::string> files;
   std::vector<nlohmann::ordered_json> docs;

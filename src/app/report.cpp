@@ -25,31 +25,28 @@ using Json = nlohmann::ordered_json;
 
 namespace {
 
-// The keys every run has by construction (run.dir is each column's name).
-bool compared_key(const std::string& key) { return key != "run.dir"; }
+// Keys that say how a run was launched, not what it computes: run.dir is
+// each column's name; resume, allow_reshape and progress differ between a
+// resumed run and a fresh one of the same configuration.
+bool compared_key(const std::string& key) {
+  return key != "run.dir" && key != "resume" && key != "train.allow_reshape" && key != "run.progress";
+}
 
-Json run_record(const RunSummary& r, const std::string& label) {
-  Json j;
-  j["label"] = label;
-  j["dir"] = r.dir;
+// How the run was launched (the last launch; earlier world sizes listed).
+void add_setup(const RunSummary& r, Json& j) {
   const Json* start = r.last_event("start");
   const auto from_start = [&](const char* key) { return start && start->contains(key) ? (*start)[key] : Json(); };
-  j["world_size"] = from_start("world_size");
-  j["batch_per_rank"] = from_start("batch_per_rank");
-  j["global_batch"] = from_start("global_batch");
-  j["base_lr"] = from_start("base_lr");
-  j["effective_lr"] = from_start("effective_lr");
-  j["algorithm"] = from_start("algorithm");
-  j["parameters"] = from_start("parameters");
+  for (const char* key :
+       {"world_size", "batch_per_rank", "global_batch", "base_lr", "effective_lr", "algorithm", "parameters"})
+    j[key] = from_start(key);
+  Json sizes = Json::array();
+  for (const Json& e : r.events)
+    if (e["event"] == "start" && e.contains("world_size")) sizes.push_back(e["world_size"]);
+  j["launch_world_sizes"] = sizes;
+}
 
-  int64_t examples = 0;
-  for (const auto* list : {&r.evals, &r.events})
-    for (const Json& e : *list)
-      if (e.contains("examples_seen") && e["examples_seen"].is_number_integer())
-        examples = std::max(examples, e["examples_seen"].get<int64_t>());
-  j["examples_seen"] = examples;
-
-  // One "start" per launch; each finished launch adds an "end".
+// Examples, time and throughput summed over launches; why the last one ended.
+void add_progress(const RunSummary& r, Json& j) {
   int launches = 0, ended = 0;
   double wall = 0, train = 0, trained = 0;
   const Json* last = nullptr;
@@ -61,6 +58,16 @@ Json run_record(const RunSummary& r, const std::string& label) {
     train += e.value("train_s", 0.0);
     trained += e.value("trained_examples", 0.0);
   }
+  // How far the run's current state got: its evaluations and checkpoints,
+  // and the end of the last launch (a launch that diverged and was resumed
+  // from an earlier checkpoint did not get the run there).
+  int64_t examples = 0;
+  const auto reach = [&](const Json& e) { examples = std::max(examples, e["examples_seen"].get<int64_t>()); };
+  for (const Json& e : r.evals) reach(e);
+  for (const Json& e : r.events)
+    if (e["event"] == "checkpoint") reach(e);
+  if (last != nullptr && (*last)["event"] == "end") reach(*last);
+  j["examples_seen"] = examples;
   j["launches"] = launches;
   j["unfinished_launches"] = launches - ended;
   j["wall_s"] = ended ? Json(wall) : Json();
@@ -74,6 +81,14 @@ Json run_record(const RunSummary& r, const std::string& label) {
     j["stop_reason"] = (*last)["reason"];
     if (last->contains("message")) j["stop_message"] = (*last)["message"];
   }
+}
+
+Json run_record(const RunSummary& r, const std::string& label) {
+  Json j;
+  j["label"] = label;
+  j["dir"] = r.dir;
+  add_setup(r, j);
+  add_progress(r, j);
   j["monitor"] = r.monitor();
   j["mode"] = r.mode();
   j["best"] = r.has_best ? attrs_json(r.best) : Json();
@@ -136,8 +151,8 @@ void add_metric_rows(std::vector<Row>& rows, const Json& runs, const char* secti
   }
 }
 
-void print_table(const Json& report) {
-  const Json& runs = report["runs"];
+// The rows of the table: one per figure, one cell per run.
+std::vector<Row> table_rows(const Json& runs) {
   std::vector<Row> rows;
   const auto add = [&](const std::string& name, auto&& f) {
     Row row{name, {}};
@@ -145,7 +160,16 @@ void print_table(const Json& report) {
     rows.push_back(row);
   };
   add("run", [](const Json& r) { return r["label"].get<std::string>(); });
-  add("world size", [](const Json& r) { return cell(r["world_size"]); });
+  add("world size", [](const Json& r) {
+    // A reshaped run: the world sizes of its launches, oldest first.
+    std::string earlier;
+    const Json& sizes = r["launch_world_sizes"];
+    for (std::size_t i = 0; i + 1 < sizes.size(); ++i) earlier += cell(sizes[i]) + " -> ";
+    for (std::size_t i = 0; i + 1 < sizes.size(); ++i)
+      if (sizes[i] != sizes.back())
+        return str_cat(cell(r["world_size"]), " (launches: ", earlier, cell(sizes.back()), ")");
+    return cell(r["world_size"]);
+  });
   add("global batch", [](const Json& r) {
     return r["global_batch"].is_null()
                ? "-"
@@ -166,19 +190,27 @@ void print_table(const Json& report) {
   add_metric_rows(rows, runs, "best", "best ");
   add_metric_rows(rows, runs, "final", "final ");
   add_metric_rows(rows, runs, "test", "");
-  std::vector<std::size_t> width(runs.size() + 1, 0);
-  const auto measure = [&](const Row& row) {
-    width[0] = std::max(width[0], row.first.size());
-    for (std::size_t i = 0; i < row.second.size(); ++i) width[i + 1] = std::max(width[i + 1], row.second[i].size());
-  };
+  return rows;
+}
+
+void print_table(const Json& report) {
+  const Json& runs = report["runs"];
+  const std::vector<Row> rows = table_rows(runs);
   std::vector<Row> diffs;
   for (const auto& [k, values] : report["config_differences"].items()) {
     Row row{"  " + k, {}};
     for (const Json& r : runs) row.second.push_back(values[r["label"].get<std::string>()].get<std::string>());
     diffs.push_back(row);
   }
-  for (const Row& row : rows) measure(row);
-  for (const Row& row : diffs) measure(row);
+  std::vector<std::size_t> width(runs.size() + 1, 0);
+  const auto measure = [&](const std::vector<Row>& list) {
+    for (const Row& row : list) {
+      width[0] = std::max(width[0], row.first.size());
+      for (std::size_t i = 0; i < row.second.size(); ++i) width[i + 1] = std::max(width[i + 1], row.second[i].size());
+    }
+  };
+  measure(rows);
+  measure(diffs);
   const auto print = [&](const Row& row) {
     std::printf("%-*s", int(width[0]), row.first.c_str());
     for (std::size_t i = 0; i < row.second.size(); ++i) std::printf("  %-*s", int(width[i + 1]), row.second[i].c_str());
@@ -186,7 +218,8 @@ void print_table(const Json& report) {
   };
   for (const Row& row : rows) print(row);
   if (runs.size() > 1) {
-    std::printf("\nconfig keys that differ (run.dir aside):%s\n", diffs.empty() ? " none" : "");
+    std::printf("\nconfig keys that differ (run.dir, resume, run.progress, train.allow_reshape aside):%s\n",
+                diffs.empty() ? " none" : "");
     for (const Row& row : diffs) print(row);
   }
   bool first = true;

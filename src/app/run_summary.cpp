@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <boost/program_options.hpp>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -83,6 +84,13 @@ void check_event(const Json& e, const std::string& path) {
       if (e.contains(k) && !(e[k].*is)())
         throw UsageError(str_cat(path, ": \"", k, "\" is not ", what, " in ", e.dump()));
   };
+  // Every record plot and report use says where it happened; an end says why.
+  const std::string name = e["event"].get<std::string>();
+  std::vector<const char*> required;
+  if (name == "start" || name == "checkpoint" || name == "end") required = {"step", "examples_seen"};
+  if (name == "end") required.push_back("reason");
+  for (const char* k : required)
+    if (!e.contains(k)) throw UsageError(str_cat(path, ": a \"", name, "\" record without \"", k, "\": ", e.dump()));
   expect({"step", "examples_seen", "world_size", "batch_per_rank", "global_batch", "pass_examples"},
          &Json::is_number_integer, "an integer");
   expect({"reason", "message", "monitor", "mode", "algorithm", "path", "resumed_from"}, &Json::is_string, "a string");
@@ -139,6 +147,12 @@ std::string RunSummary::mode() const {
   return metric_mode_of(monitor());
 }
 
+bool is_plain_name(const std::string& name) {
+  return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '+' || c == '-';
+  });
+}
+
 std::string metric_mode_of(const std::string& metric) {
   const std::optional<MetricMode> m = metric_direction(metric);
   return metric_mode_name(m.value_or(MetricMode::kMin));
@@ -159,7 +173,7 @@ std::vector<std::string> RunSummary::eval_columns() const {
   std::set<std::string> seen;
   for (const Json& e : evals)
     for (const auto& [k, v] : e.items())
-      if (v.is_number() && seen.insert(k).second) cols.push_back(k);
+      if (v.is_number() && is_plain_name(k) && seen.insert(k).second) cols.push_back(k);
   return cols;
 }
 

@@ -41,8 +41,11 @@ void RunLog::start(const std::string& effective_ini, bool resuming) {
 
 namespace {
 
-// Keeps the lines of a JSONL file whose examples_seen is at most `limit`.
-void truncate_jsonl(const std::string& path, int64_t limit) {
+// Keeps the lines of a JSONL file whose examples_seen is at most `limit`,
+// and with `keep_launches` every launch's "start" and "end" record: a launch
+// that ended past the checkpoint resumed from (diverged, killed after a
+// later checkpoint) still happened, with its time and why it ended.
+void truncate_jsonl(const std::string& path, int64_t limit, bool keep_launches = false) {
   std::ifstream in(path);
   if (!in) return;
   std::string kept, line;
@@ -51,7 +54,9 @@ void truncate_jsonl(const std::string& path, int64_t limit) {
     // A line that does not parse is the torn end of a crashed append.
     const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded() || !j.contains("examples_seen") || !j["examples_seen"].is_number_integer()) continue;
-    if (j["examples_seen"].get<int64_t>() <= limit) kept += line + "\n";
+    const bool launch = keep_launches && limit >= 0 && j.contains("event") &&
+                        (j["event"] == "start" || j["event"] == "end");
+    if (launch || j["examples_seen"].get<int64_t>() <= limit) kept += line + "\n";
   }
   write_file_atomic(path, kept);
 }
@@ -62,7 +67,7 @@ void RunLog::truncate_metrics(int64_t examples_seen) const {
   if (!active_) return;
   truncate_jsonl(dir_ + "/metrics.jsonl", examples_seen);
   const std::lock_guard<std::mutex> lock(events_mutex_);
-  truncate_jsonl(dir_ + "/events.jsonl", examples_seen);
+  truncate_jsonl(dir_ + "/events.jsonl", examples_seen, /*keep_launches=*/true);
 }
 
 void RunLog::event(const std::string& name, const nlohmann::ordered_json& record) const {

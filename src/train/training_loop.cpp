@@ -82,6 +82,9 @@ TrainResult Trainer::run() {
   since_checkpoint_.reset();
   double train_seconds = 0;
   int64_t step = start_step_;
+  // Not examples_after(start_step_): after a reshaped resume the first step
+  // of the new geometry lies past the examples the checkpoint had seen.
+  const int64_t examples_at_start = examples_seen_;
   while (step < end) {
     const int64_t epoch = step / spe, in_epoch = step % spe;
     sampler_->set_epoch(epoch);
@@ -133,7 +136,8 @@ TrainResult Trainer::run() {
   result.steps = step;
   result.examples_seen = examples_seen_;
   result.interrupted = result.stop == StopReason::kNone && step < total_steps_;
-  result.samples_per_s = double(examples_seen_ - plan_.examples_after(start_step_)) / std::max(train_seconds, 1e-9);
+  result.trained_examples = examples_seen_ - examples_at_start;
+  result.samples_per_s = double(result.trained_examples) / std::max(train_seconds, 1e-9);
   result.comm_seconds = comm_seconds_;
   result.train_seconds = train_seconds;
   end_of_training(step, result);
@@ -227,8 +231,8 @@ void Trainer::record_end(int64_t step, const TrainResult& result) const {
   e["step"] = step;
   e["examples_seen"] = result.examples_seen;
   e["total_steps"] = total_steps_;
-  e["trained_examples"] = result.examples_seen - plan_.examples_after(start_step_);
-  e["wall_s"] = wall_.seconds();
+  e["trained_examples"] = result.trained_examples;
+  e["wall_s"] = since_launch_.seconds();
   e["train_s"] = result.train_seconds;
   e["comm_s"] = result.comm_seconds;
   e["samples_per_s"] = result.samples_per_s;

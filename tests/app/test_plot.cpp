@@ -128,6 +128,32 @@ TEST_CASE("bench plot: bus bandwidth per algorithm and weak-scaling efficiency")
 
 TEST_CASE("bench plot: files that are not ringtrain benchmarks are usage errors") {
   PlotOptions o;
+  const auto fails = [&](const std::string& doc, const std::string& message) {
+    INFO(doc);
+    CHECK_THROWS_WITH_AS(bench_plot_script({Json::parse(doc)}, {"f.json"}, o), doctest::Contains(message.c_str()),
+                         UsageError);
+  };
+  fails(R"({"benchmark": 1})", "f.json: not a ringtrain benchmark file");
+  const std::string cfg = R"("rt1": {"ranks": 1, "system": "s", "scaling_baseline": "rt1", "samples_per_s": 5})";
+  fails(R"({"benchmark": "train", "configs": {"rt2": {"ranks": "2", "scaling_baseline": "rt1"}, )" + cfg + "}}",
+        "\"ranks\" is not a whole number >= 1");
+  fails(R"({"benchmark": "train", "configs": {"rt2": {"ranks": 0, "scaling_baseline": "rt1"}, )" + cfg + "}}",
+        "\"ranks\" is not a whole number >= 1");
+  fails(R"({"benchmark": "train", "configs": {"rt2": {"ranks": 2, "scaling_baseline": 5}, )" + cfg + "}}",
+        "\"scaling_baseline\" is not a string");
+  fails(R"({"benchmark": "train", "configs": {"rt1": {"ranks": 1, "system": 3, "scaling_baseline": "rt1",
+        "samples_per_s": 5}}})",
+        "\"system\" is not a string");
+  fails(R"({"benchmark": "allreduce", "ranks": "2", "results": [{"bytes": 4096, "ring_busbw_gbs": 1}]})",
+        "\"ranks\" is not a whole number");
+  fails(R"({"benchmark": "allreduce", "results": [{"bytes": 4096}]})", "no \"<algorithm>_busbw_gbs\" columns");
+  fails(R"({"benchmark": "allreduce", "results": [{"bytes": 4, "ring_busbw_gbs": 1}]})",
+        "no message size of 1 KiB or more");
+  fails(R"({"benchmark": "allreduce", "results": [{"bytes": 4096, "ring_busbw_gbs": 1}, {"ring_busbw_gbs": 2}]})",
+        "a record without a number \"bytes\"");
+  // An algorithm name that would break out of the script is not taken as one.
+  fails(R"({"benchmark": "allreduce", "results": [{"bytes": 4096, "x\nEOD\nsystem 'id'\n_busbw_gbs": 1}]})",
+        "no \"<algorithm>_busbw_gbs\" columns");
   CHECK_THROWS_WITH_AS(bench_plot_script({Json::parse(R"({"a": 1})")}, {"x.json"}, o),
                        doctest::Contains("x.json: not a ringtrain benchmark file"), UsageError);
   CHECK_THROWS_WITH_AS(

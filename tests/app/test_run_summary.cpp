@@ -2,6 +2,7 @@
 // for directories that are missing, not runs, or hold broken records.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <fstream>
 
 #include "ringtrain/app/run_summary.hpp"
@@ -54,19 +55,42 @@ TEST_CASE("load_run: missing directories and non-runs are usage errors naming th
   CHECK_THROWS_WITH_AS(load_run(tmp.file("b")), doctest::Contains("without step or examples_seen"), UsageError);
 }
 
-TEST_CASE("load_run: an event field of the wrong type is a usage error naming it") {
+TEST_CASE("load_run: an event field missing or of the wrong type is a usage error naming it") {
   TempDir tmp;
   const std::string dir = tmp.file("a");
   FakeRun{}.write(dir);
-  std::ofstream(dir + "/events.jsonl", std::ios::app) << R"({"event": "end", "reason": 5})"
-                                                      << "\n";
-  CHECK_THROWS_WITH_AS(load_run(dir), doctest::Contains("events.jsonl: \"reason\" is not a string"), UsageError);
-  std::ofstream(dir + "/events.jsonl") << R"({"event": "end", "wall_s": "long"})"
-                                       << "\n";
-  CHECK_THROWS_WITH_AS(load_run(dir), doctest::Contains("\"wall_s\" is not a number"), UsageError);
-  std::ofstream(dir + "/events.jsonl") << R"({"event": "checkpoint", "examples_seen": 1.5})"
-                                       << "\n";
-  CHECK_THROWS_WITH_AS(load_run(dir), doctest::Contains("\"examples_seen\" is not an integer"), UsageError);
+  const auto events = [&](const std::string& line) {
+    std::ofstream(dir + "/events.jsonl") << line << "\n";
+    return dir;
+  };
+  CHECK_THROWS_WITH_AS(load_run(events(R"({"event": "end", "step": 1, "examples_seen": 64, "reason": 5})")),
+                       doctest::Contains("events.jsonl: \"reason\" is not a string"), UsageError);
+  CHECK_THROWS_WITH_AS(
+      load_run(events(R"({"event": "end", "step": 1, "examples_seen": 64, "reason": "completed", "wall_s": "long"})")),
+      doctest::Contains("\"wall_s\" is not a number"), UsageError);
+  CHECK_THROWS_WITH_AS(load_run(events(R"({"event": "checkpoint", "step": 1, "examples_seen": 1.5})")),
+                       doctest::Contains("\"examples_seen\" is not an integer"), UsageError);
+  CHECK_THROWS_WITH_AS(load_run(events(R"({"event": "end", "step": 1, "examples_seen": 64})")),
+                       doctest::Contains("a \"end\" record without \"reason\""), UsageError);
+  CHECK_THROWS_WITH_AS(load_run(events(R"({"event": "start", "examples_seen": 0})")),
+                       doctest::Contains("a \"start\" record without \"step\""), UsageError);
+  CHECK(load_run(events(R"({"event": "a later kind", "x": [1]})")).events.size() == 1);  // unknown kinds pass
+}
+
+TEST_CASE("load_run: metric names that are not plain names are left out of the columns") {
+  TempDir tmp;
+  const std::string dir = tmp.file("a");
+  FakeRun{}.write(dir);
+  std::ofstream(dir + "/metrics.jsonl", std::ios::app)
+      << R"({"step": 99, "examples_seen": 9000, "val_x\nEOD\nsystem 'touch /tmp/pwned'": 1.0, "val_ok-1.5+": 2.0})"
+      << "\n";
+  const std::vector<std::string> cols = load_run(dir).eval_columns();
+  CHECK(std::find(cols.begin(), cols.end(), "val_ok-1.5+") != cols.end());
+  for (const std::string& c : cols) CHECK(c.find('\n') == std::string::npos);
+  CHECK(is_plain_name("val_macro_f1"));
+  CHECK_FALSE(is_plain_name("a b"));
+  CHECK_FALSE(is_plain_name("x'"));
+  CHECK_FALSE(is_plain_name(""));
 }
 
 TEST_CASE("load_run: a run without events.jsonl (older versions) still has its monitor and pass size") {

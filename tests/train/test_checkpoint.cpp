@@ -176,6 +176,9 @@ TEST_CASE("checkpoint: resuming with another world size or batch is refused unle
   const TrainResult r = t.run();
   CHECK(r.stop == StopReason::kNone);
   CHECK(r.steps == t.plan().total_steps);
+  // What this launch trained counts from the checkpoint's examples, not from
+  // the new geometry's first step (which lies past them).
+  CHECK(r.trained_examples == r.examples_seen - seen);
 }
 
 TEST_CASE("checkpoint: other settings are refused on resume, naming the keys") {

@@ -42,6 +42,9 @@ std::string bench_plot_script(const std::vector<nlohmann::ordered_json>& benches
 
 // A number for gnuplot data and commands, exact enough to round-trip.
 std::string gnuplot_number(double v);
+// Text for a "# ..." comment line of a script: line breaks become blanks (a
+// line break would end the comment and start a command).
+std::string gnuplot_comment(std::string text);
 // A gnuplot string literal: single-quoted, '' for a quote.
 std::string gnuplot_quote(const std::string& s);
 // Line colour of the i-th series (cycles through 8).

@@ -40,11 +40,16 @@ struct RunSummary {
   std::string mode() const;
   // Examples per pass over the training data (0 when no start event says).
   int64_t pass_examples() const;
-  // Numeric fields of the evaluation records, in first-seen order.
+  // Numeric fields of the evaluation records, in first-seen order; only
+  // plain names (is_plain_name), as they end up in gnuplot scripts.
   std::vector<std::string> eval_columns() const;
 };
 
 RunSummary load_run(const std::string& dir);
+
+// Letters, digits and _ . + - only: safe to write into a gnuplot script or a
+// table unquoted (a metric or algorithm name from a file someone sent).
+bool is_plain_name(const std::string& name);
 
 // "min" or "max" for a metric name, as eval.mode=auto decides it (nn/metrics);
 // "min" for names it does not know.

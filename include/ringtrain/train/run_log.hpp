@@ -42,8 +42,8 @@ class RunLog {
   // refused unless `resuming`.
   void start(const std::string& effective_ini, bool resuming = false);
   // Resuming: keeps the metrics.jsonl and events.jsonl lines up to
-  // `examples_seen` (the resumed run writes the later ones again); -1 clears
-  // both (a fresh start).
+  // `examples_seen` (the resumed run writes the later ones again), and every
+  // earlier launch's start and end record; -1 clears both (a fresh start).
   void truncate_metrics(int64_t examples_seen) const;
   // Appends `record` to events.jsonl with "event": `name` and "time" first;
   // fsynced. Thread-safe (the writer thread records checkpoints).

@@ -42,6 +42,7 @@ namespace ringtrain {
 struct TrainResult {
   int64_t steps = 0;
   int64_t examples_seen = 0;
+  int64_t trained_examples = 0;             // by this launch (a resumed run counts from its checkpoint)
   std::map<std::string, double> last_eval;  // val_* metrics of the last evaluation
   std::map<std::string, double> test;       // test_* metrics (when data.test is given)
   double samples_per_s = 0;                 // over all training steps
@@ -130,6 +131,7 @@ class Trainer {
   double comm_seconds_ = 0;
   double save_seconds_ = 0;  // rank 0's time in save(): waiting for the writer and copying the state
   Timer wall_, since_checkpoint_;
+  Timer since_launch_;  // from construction: set-up (data, model, resume) included
   MetricMode monitor_mode_ = MetricMode::kMin;
   std::string monitor_;
   Tracker tracker_;  // meaningful on rank 0
