@@ -1,26 +1,29 @@
-// bench_allreduce: ringtrain's RingAllreduce against MPI_Allreduce, side by
-// side in one run, for float sum-all-reduce in place from 4 B to 64 MiB.
+// bench_allreduce: ringtrain's all-reduce algorithms (RingAllreduce, and
+// ShmAllreduce when every rank is on one node) against MPI_Allreduce, side by
+// side in one run, for float sum-all-reduce in place from 4 B to 256 MiB.
 //
 // What it measures, per size:
 //   - each call's wall time on every rank, from the exit of an MPI_Barrier to
 //     the return of the call; the call's time is the max over ranks (the
 //     all-reduce is done when the slowest rank is done);
 //   - the median of those times over many calls, after warm-up calls;
-//   - ring and MPI calls alternate within each iteration, so that machine
-//     noise (this is a shared 2-core box) hits both alike.
+//   - the algorithms take turns within each iteration (which goes first
+//     rotates), so that machine noise (this is a shared 2-core box) hits all
+//     alike.
 // Buffers are allocated and touched once, before any timing, and the ring's
 // scratch is reserved up front, as the trainer does; MPI_Allreduce keeps
 // whatever internal allocation Open MPI does per call (that is its cost).
 // Timed buffers hold zeros: values do not change the work, and repeated
 // in-place sums of non-zero data would overflow.
 //
-// Each size is verified once before timing: integer-valued floats, ring result
-// == MPI_Allreduce result, element by element, exactly (both also equal the
+// Each size is verified once before timing: integer-valued floats, each of
+// our results == MPI_Allreduce's, element by element, exactly (all equal the
 // known sum). A mismatch on any rank makes the program exit with code 1.
 //
 // Not measured here: overlap with computation, more than one node, or ranks
 // that arrive late (the barrier removes that skew on purpose).
 #include "ringtrain/comm/ring_allreduce.hpp"
+#include "ringtrain/comm/shm_allreduce.hpp"
 #include "ringtrain/util/big_buffer.hpp"
 
 #include <nlohmann/json.hpp>
@@ -30,6 +33,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -40,23 +45,29 @@ constexpr std::size_t kModelFloats = 235146;  // default 784-256-128-10 MLP
 
 struct Options {
   std::string json_path;
-  std::size_t max_bytes = std::size_t(64) << 20;
+  std::size_t max_bytes = std::size_t(256) << 20;
   int iters = 0;   // 0: chosen per size (iterations_for)
   int warmup = -1; // -1: chosen per size
+};
+
+// One all-reduce under test; the last one of the list is MPI_Allreduce.
+struct Algo {
+  std::string name;
+  std::function<void(float*, std::size_t)> run;
+  float* buffer = nullptr;  // its own buffer (shm in place), else the common one
 };
 
 struct Result {
   std::size_t bytes = 0;
   int iters = 0;
-  double ring_s = 0, mpi_s = 0;   // median of max-over-ranks call times
-  double ring_min_s = 0, mpi_min_s = 0;
-  long long mismatches = 0;       // summed over ranks
+  std::vector<double> med_s, min_s;  // per algorithm: median and min of max-over-ranks call times
+  long long mismatches = 0;          // summed over ranks
 };
 
 const char* kUsage =
     "usage: mpirun -np P bench_allreduce [--max-bytes N[K|M|G]] [--json FILE]\n"
     "                                    [--iters N] [--warmup N]\n"
-    "  --max-bytes N  largest buffer (default 64M); sizes are 4 B * 4^k plus the\n"
+    "  --max-bytes N  largest buffer (default 256M); sizes are 4 B * 4^k plus the\n"
     "                 default model's gradient (235146 floats = 940584 B)\n"
     "  --json FILE    also write the results as JSON (rank 0)\n"
     "  --iters N      timed calls per size (default: 2^31 B / size, in [50, 5000])\n"
@@ -119,71 +130,57 @@ double median(std::vector<double> v) {
 // Integer-valued and small, so every sum is exact in float for any order.
 float test_value(std::size_t i, int rank) { return float(int((i * 7 + std::size_t(rank) * 13) % 2001) - 1000); }
 
-long long verify(ringtrain::RingAllreduce& ring, float* a, float* b, std::size_t n, int rank, int p) {
-  for (std::size_t i = 0; i < n; ++i) a[i] = b[i] = test_value(i, rank);
-  ring.run(a, n);
-  ringtrain::check_mpi(MPI_Allreduce(MPI_IN_PLACE, b, int(n), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
-                       "MPI_Allreduce");
+// Every algorithm on the same integer-valued input: each result must equal
+// the exact sum (so also MPI_Allreduce's), element by element.
+long long verify(const std::vector<Algo>& algos, float* a, std::size_t n, int rank, int p) {
   long long bad = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    float expect = 0;
-    for (int r = 0; r < p; ++r) expect += test_value(i, r);
-    if (a[i] != b[i] || b[i] != expect) {
-      if (bad++ == 0)
-        std::fprintf(stderr, "rank %d: MISMATCH for %zu floats at index %zu: ring %g, MPI_Allreduce %g, exact %g\n",
-                     rank, n, i, double(a[i]), double(b[i]), double(expect));
+  for (const Algo& algo : algos) {
+    float* d = algo.buffer ? algo.buffer : a;
+    for (std::size_t i = 0; i < n; ++i) d[i] = test_value(i, rank);
+    algo.run(d, n);
+    for (std::size_t i = 0; i < n; ++i) {
+      float expect = 0;
+      for (int r = 0; r < p; ++r) expect += test_value(i, r);
+      if (d[i] != expect && bad++ == 0)
+        std::fprintf(stderr, "rank %d: MISMATCH of %s for %zu floats at index %zu: %g, exact %g\n", rank,
+                     algo.name.c_str(), n, i, double(d[i]), double(expect));
     }
+    std::fill(d, d + n, 0.0f);
   }
   ringtrain::check_mpi(MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_LONG_LONG, MPI_SUM, MPI_COMM_WORLD),
                        "MPI_Allreduce (mismatch count)");
   std::fill(a, a + n, 0.0f);
-  std::fill(b, b + n, 0.0f);
   return bad;
 }
 
-double timed_ring(ringtrain::RingAllreduce& ring, float* a, std::size_t n) {
+double timed(const Algo& algo, float* a, std::size_t n) {
   ringtrain::check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
   const double t0 = MPI_Wtime();
-  ring.run(a, n);
+  algo.run(algo.buffer ? algo.buffer : a, n);
   return MPI_Wtime() - t0;
 }
 
-double timed_mpi(float* b, std::size_t n) {
-  ringtrain::check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
-  const double t0 = MPI_Wtime();
-  ringtrain::check_mpi(MPI_Allreduce(MPI_IN_PLACE, b, int(n), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
-                       "MPI_Allreduce");
-  return MPI_Wtime() - t0;
-}
-
-Result bench_size(ringtrain::RingAllreduce& ring, float* a, float* b, std::size_t bytes, const Options& o,
-                  int rank, int p) {
+Result bench_size(const std::vector<Algo>& algos, float* a, std::size_t bytes, const Options& o, int rank, int p) {
   Result r;
   r.bytes = bytes;
-  const std::size_t n = bytes / sizeof(float);
-  r.mismatches = verify(ring, a, b, n, rank, p);
+  const std::size_t n = bytes / sizeof(float), k = algos.size();
+  r.mismatches = verify(algos, a, n, rank, p);
   r.iters = iterations_for(bytes, o);
   const int warmup = o.warmup >= 0 ? o.warmup : std::max(3, r.iters / 10);
-  std::vector<double> tr(r.iters), tm(r.iters);
-  for (int i = -warmup; i < r.iters; ++i) {
-    // Alternate which one goes first, so neither always follows the other.
-    double t_ring, t_mpi;
-    if (i % 2 == 0) {
-      t_ring = timed_ring(ring, a, n);
-      t_mpi = timed_mpi(b, n);
-    } else {
-      t_mpi = timed_mpi(b, n);
-      t_ring = timed_ring(ring, a, n);
+  std::vector<std::vector<double>> t(k, std::vector<double>(std::size_t(r.iters)));
+  for (int i = -warmup; i < r.iters; ++i)
+    for (std::size_t j = 0; j < k; ++j) {
+      // Rotate which one goes first, so that none always follows another.
+      const std::size_t which = (j + std::size_t(i + warmup)) % k;
+      const double dt = timed(algos[which], a, n);
+      if (i >= 0) t[which][std::size_t(i)] = dt;
     }
-    if (i >= 0) tr[i] = t_ring, tm[i] = t_mpi;
-  }
-  for (auto* v : {&tr, &tm})
-    ringtrain::check_mpi(MPI_Allreduce(MPI_IN_PLACE, v->data(), r.iters, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD),
+  for (auto& v : t) {
+    ringtrain::check_mpi(MPI_Allreduce(MPI_IN_PLACE, v.data(), r.iters, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD),
                          "MPI_Allreduce (times)");
-  r.ring_s = median(tr);
-  r.mpi_s = median(tm);
-  r.ring_min_s = *std::min_element(tr.begin(), tr.end());
-  r.mpi_min_s = *std::min_element(tm.begin(), tm.end());
+    r.med_s.push_back(median(v));
+    r.min_s.push_back(*std::min_element(v.begin(), v.end()));
+  }
   return r;
 }
 
@@ -203,46 +200,54 @@ double busbw_gbs(std::size_t bytes, double seconds, int p) {
   return double(bytes) / seconds * 2.0 * (p - 1) / p / 1e9;
 }
 
-void print_header(int p) {
+void print_header(const std::vector<Algo>& algos, int p) {
   char lib[MPI_MAX_LIBRARY_VERSION_STRING];
   int len = 0;
   MPI_Get_library_version(lib, &len);
   std::string first_line(lib, std::find(lib, lib + len, '\n'));
   std::printf("# bench_allreduce: %d ranks; %s\n", p, first_line.c_str());
   std::printf("# float sum, in place; median over calls of the slowest rank's time (barrier before each call)\n");
-  std::printf("# busbw = bytes/time * 2(p-1)/p; mpi/ring > 1: the ring is faster\n");
-  std::printf("%-16s %6s %11s %11s %11s %11s %9s\n", "size", "iters", "ring_us", "mpi_us", "ring_GB/s",
-              "mpi_GB/s", "mpi/ring");
+  std::printf("# busbw = bytes/time * 2(p-1)/p; mpi/X > 1: X is faster than MPI_Allreduce\n");
+  std::printf("%-16s %6s", "size", "iters");
+  for (const Algo& a : algos) std::printf(" %11s", (a.name + "_us").c_str());
+  for (const Algo& a : algos) std::printf(" %10s", (a.name + "_GB/s").c_str());
+  for (std::size_t j = 0; j + 1 < algos.size(); ++j) std::printf(" %9s", ("mpi/" + algos[j].name).c_str());
+  std::printf("\n");
 }
 
 void print_row(const Result& r, int p) {
-  std::printf("%-16s %6d %11.2f %11.2f %11.3f %11.3f %9.3f%s\n", human(r.bytes).c_str(), r.iters, r.ring_s * 1e6,
-              r.mpi_s * 1e6, busbw_gbs(r.bytes, r.ring_s, p), busbw_gbs(r.bytes, r.mpi_s, p), r.mpi_s / r.ring_s,
-              r.mismatches ? "  MISMATCH" : "");
+  std::printf("%-16s %6d", human(r.bytes).c_str(), r.iters);
+  for (double t : r.med_s) std::printf(" %11.2f", t * 1e6);
+  for (double t : r.med_s) std::printf(" %10.3f", busbw_gbs(r.bytes, t, p));
+  for (std::size_t j = 0; j + 1 < r.med_s.size(); ++j) std::printf(" %9.3f", r.med_s.back() / r.med_s[j]);
+  std::printf("%s\n", r.mismatches ? "  MISMATCH" : "");
   std::fflush(stdout);
 }
 
-void write_json(const std::string& path, const std::vector<Result>& results, int p) {
-  nlohmann::json rows = nlohmann::json::array();
-  for (const Result& r : results)
-    rows.push_back({{"bytes", r.bytes},
-                    {"floats", r.bytes / 4},
-                    {"iters", r.iters},
-                    {"ring_us", r.ring_s * 1e6},
-                    {"mpi_us", r.mpi_s * 1e6},
-                    {"ring_min_us", r.ring_min_s * 1e6},
-                    {"mpi_min_us", r.mpi_min_s * 1e6},
-                    {"ring_busbw_gbs", busbw_gbs(r.bytes, r.ring_s, p)},
-                    {"mpi_busbw_gbs", busbw_gbs(r.bytes, r.mpi_s, p)},
-                    {"ratio_mpi_over_ring", r.mpi_s / r.ring_s},
-                    {"verified", r.mismatches == 0}});
-  const nlohmann::json doc = {{"benchmark", "allreduce"},
-                              {"ranks", p},
-                              {"dtype", "float32"},
-                              {"op", "sum, in place"},
-                              {"statistic", "median over calls of max over ranks"},
-                              {"busbw", "bytes/time * 2(p-1)/p, GB/s = 1e9 B/s"},
-                              {"results", rows}};
+void write_json(const std::string& path, const std::vector<Algo>& algos, const std::vector<Result>& results, int p) {
+  nlohmann::ordered_json rows = nlohmann::ordered_json::array();
+  for (const Result& r : results) {
+    nlohmann::ordered_json row = {{"bytes", r.bytes}, {"floats", r.bytes / 4}, {"iters", r.iters}};
+    for (std::size_t j = 0; j < algos.size(); ++j) {
+      const std::string& a = algos[j].name;
+      row[a + "_us"] = r.med_s[j] * 1e6;
+      row[a + "_min_us"] = r.min_s[j] * 1e6;
+      row[a + "_busbw_gbs"] = busbw_gbs(r.bytes, r.med_s[j], p);
+      if (j + 1 < algos.size()) row["ratio_mpi_over_" + a] = r.med_s.back() / r.med_s[j];
+    }
+    row["verified"] = r.mismatches == 0;
+    rows.push_back(row);
+  }
+  nlohmann::ordered_json names = nlohmann::ordered_json::array();
+  for (const Algo& a : algos) names.push_back(a.name);
+  const nlohmann::ordered_json doc = {{"benchmark", "allreduce"},
+                                      {"ranks", p},
+                                      {"algorithms", names},
+                                      {"dtype", "float32"},
+                                      {"op", "sum, in place"},
+                                      {"statistic", "median over calls of max over ranks"},
+                                      {"busbw", "bytes/time * 2(p-1)/p, GB/s = 1e9 B/s"},
+                                      {"results", rows}};
   std::ofstream out(path);
   out << doc.dump(2) << "\n";
   if (!out) throw std::runtime_error("cannot write " + path);
@@ -253,19 +258,35 @@ int run(const Options& o, int rank, int p) {
   const std::size_t max_n = sizes.back() / sizeof(float);
   // Huge-page-backed, as the trainer's gradient buffer (util/big_buffer.hpp);
   // value-initialised: every page touched now.
-  ringtrain::BigBuffer<float> a(max_n), b(max_n);
+  ringtrain::BigBuffer<float> a(max_n);
+  // Scratch and staging reserved up front, as the trainer does.
   ringtrain::RingAllreduce ring(MPI_COMM_WORLD);
   ring.reserve(max_n);
-  if (rank == 0) print_header(p);
+  std::vector<Algo> algos = {{"ring", [&](float* d, std::size_t n) { ring.run(d, n); }}};
+  std::unique_ptr<ringtrain::ShmAllreduce> shm;
+  if (ringtrain::ShmAllreduce::single_node(MPI_COMM_WORLD)) {
+    // "shm": in place on its shared buffer, as the trainer uses it;
+    // "shm_copy": on ordinary memory, through the staging blocks.
+    shm = std::make_unique<ringtrain::ShmAllreduce>(MPI_COMM_WORLD);
+    shm->reserve(max_n);
+    float* shared = shm->shared_buffer(max_n);
+    algos.push_back({"shm", [&](float* d, std::size_t n) { shm->run(d, n); }, shared});
+    algos.push_back({"shm_copy", [&](float* d, std::size_t n) { shm->run(d, n); }});
+  }
+  algos.push_back({"mpi", [](float* d, std::size_t n) {
+                     ringtrain::check_mpi(
+                         MPI_Allreduce(MPI_IN_PLACE, d, int(n), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+                   }});
+  if (rank == 0) print_header(algos, p);
   std::vector<Result> results;
   long long bad = 0;
   for (std::size_t bytes : sizes) {
-    results.push_back(bench_size(ring, a.data(), b.data(), bytes, o, rank, p));
+    results.push_back(bench_size(algos, a.data(), bytes, o, rank, p));
     bad += results.back().mismatches;
     if (rank == 0) print_row(results.back(), p);
   }
-  if (rank == 0 && !o.json_path.empty()) write_json(o.json_path, results, p);
-  if (bad && rank == 0) std::fprintf(stderr, "bench_allreduce: ring result differs from MPI_Allreduce\n");
+  if (rank == 0 && !o.json_path.empty()) write_json(o.json_path, algos, results, p);
+  if (bad && rank == 0) std::fprintf(stderr, "bench_allreduce: a result differs from the exact sum\n");
   return bad ? 1 : 0;
 }
 

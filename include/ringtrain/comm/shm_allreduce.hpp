@@ -1,0 +1,85 @@
+// ShmAllreduce: sum-all-reduce of a float buffer among ranks that share one
+// node, through an MPI-3 shared-memory window instead of messages.
+//
+// Every rank owns a staging slot in a window that all ranks of the node map
+// (MPI_Win_allocate_shared). The buffer goes through in blocks of at most
+// `block` floats:
+//   1. each rank copies its block into its slot;          barrier
+//   2. rank r sums slice r of the block over all p slots, in rank order
+//      0, 1, ..., p-1, into slice r of its own slot;      barrier
+//   3. each rank copies every slice q from rank q's slot into its buffer.
+// Each element is summed once, by one rank, in one fixed order, then copied:
+// the result is bit-identical on every rank and deterministic run to run
+// (its order differs from the ring's, so the two differ in the last bits).
+// Two staging halves alternate between blocks (and calls), so step 3 needs
+// no barrier of its own: nobody writes a half again before every rank has
+// passed the next block's first barrier, which comes after its copy-out.
+//
+// Why: on one node the ring's messages are copies through the MPI library
+// (and, above its eager limit, a system call per transfer). Here each rank
+// reads and writes plain memory, one block at a time in cache. The staged
+// path still copies every block in and out; a buffer from shared_buffer()
+// (the trainer's gradients) is reduced where it lies, with no copy-in.
+//
+// Needs every rank of `comm` on one node (single_node()); a cluster run uses
+// the ring. The window is allocated by reserve() (collective: every rank
+// calls it with the same n, as run() does) and freed by the destructor, also
+// collectively. With a Watchdog every barrier is bounded (watchdog.hpp).
+#pragma once
+
+#include <mpi.h>
+
+#include <cstddef>
+#include <vector>
+
+#include "ringtrain/comm/watchdog.hpp"
+
+namespace ringtrain {
+
+class ShmAllreduce {
+ public:
+  // 256 Ki floats (1 MiB) per block: a slice of it stays in the cache between
+  // the copy-in and the sum (measured in bench/bench_allreduce).
+  static constexpr std::size_t kDefaultBlock = std::size_t(1) << 18;
+
+  // True when every rank of `comm` is on this node. Collective.
+  static bool single_node(MPI_Comm comm);
+
+  // UsageError (collective) when `comm` spans several nodes.
+  explicit ShmAllreduce(MPI_Comm comm, Watchdog* watchdog = nullptr, std::size_t block = kDefaultBlock);
+  ~ShmAllreduce();
+  ShmAllreduce(const ShmAllreduce&) = delete;
+  ShmAllreduce& operator=(const ShmAllreduce&) = delete;
+
+  // Collective: staging for buffers of n floats (two halves of min(n, block)).
+  void reserve(std::size_t n);
+  // Collective: this rank's buffer of n floats inside a shared window, zeroed.
+  // run() on it (with n or fewer floats) skips the staging copies: rank r
+  // sums slice r straight from every rank's buffer into its own, and each
+  // rank then copies the other slices from their owners. Valid until the
+  // next shared_buffer() call or the destructor.
+  float* shared_buffer(std::size_t n);
+  // Collective: every rank passes the same n, and either every rank its
+  // shared_buffer() or every rank some other memory.
+  void run(float* data, std::size_t n);
+
+ private:
+  void run_staged(float* data, std::size_t n);
+  void run_in_place(std::size_t n);
+  void barrier(const char* what);
+  void free_window();
+  void free_data_window();
+  MPI_Comm comm_ = MPI_COMM_NULL;  // a duplicate, on this node
+  Watchdog* watchdog_;
+  std::size_t block_;
+  int rank_ = 0, size_ = 1;
+  MPI_Win win_ = MPI_WIN_NULL;
+  std::size_t half_ = 0;           // floats per staging half
+  std::size_t next_half_ = 0;      // 0 or 1: alternates across blocks and calls
+  std::vector<float*> slots_;      // every rank's slot, as mapped here
+  MPI_Win data_win_ = MPI_WIN_NULL;  // shared_buffer()'s
+  std::size_t data_n_ = 0;
+  std::vector<float*> data_slots_;   // every rank's shared buffer, as mapped here
+};
+
+}  // namespace ringtrain
