@@ -95,7 +95,9 @@ const OptionDef kOptions[] = {
     {"early_stop.baseline", "", "stop unless the monitor beats this value within the patience (empty: none)"},
     {"early_stop.divergence", "", "stop at once when the monitor is worse than this (empty: none)"},
     {"early_stop.restore_best", "false", "end with the best weights as the final model, whatever stopped it"},
-    {"comm.algorithm", "ring", "gradient all-reduce: ring (ringtrain's) | mpi (MPI_Allreduce)"},
+    {"comm.algorithm", "ring",
+     "gradient all-reduce: ring (ringtrain's) | shm (ringtrain's, all ranks on one node, shared memory) | mpi "
+     "(MPI_Allreduce)"},
     {"comm.timeout_seconds", "300", "watchdog: a rank that waits this long in a collective without progress "
                                     "names the ranks that are missing and ends the job (0: wait forever)"},
 };
@@ -241,8 +243,8 @@ TrainConfig to_config(const Values& v) {
   c.resume = v.at("resume");
   if (c.resume.empty()) bad_value("resume", c.resume, "none, auto or a checkpoint path");
   c.comm_algorithm = v.at("comm.algorithm");
-  if (c.comm_algorithm != "ring" && c.comm_algorithm != "mpi")
-    bad_value("comm.algorithm", c.comm_algorithm, "ring or mpi");
+  if (c.comm_algorithm != "ring" && c.comm_algorithm != "shm" && c.comm_algorithm != "mpi")
+    bad_value("comm.algorithm", c.comm_algorithm, "ring, shm or mpi");
   c.comm_timeout_seconds = to_double(v, "comm.timeout_seconds");
   if (c.comm_timeout_seconds != 0 && (c.comm_timeout_seconds < 1 || c.comm_timeout_seconds > 1e7))
     throw UsageError(str_cat("comm.timeout_seconds: expected 0 (off) or a value in [1, 1e7], got ",

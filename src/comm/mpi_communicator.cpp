@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "ringtrain/comm/ring_allreduce.hpp"
+#include "ringtrain/comm/shm_allreduce.hpp"
 #include "ringtrain/comm/watchdog.hpp"
 
 namespace ringtrain {
@@ -28,15 +29,17 @@ namespace {
 
 class MpiCommunicator final : public Communicator {
  public:
-  MpiCommunicator(bool use_ring, double timeout_s) : use_ring_(use_ring) {
+  MpiCommunicator(std::string algorithm, double timeout_s) : algorithm_(std::move(algorithm)) {
     check_mpi(MPI_Comm_dup(MPI_COMM_WORLD, &comm_), "MPI_Comm_dup");
     MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
     check_mpi(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
     check_mpi(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
     watchdog_ = std::make_unique<Watchdog>(comm_, timeout_s);
     ring_ = std::make_unique<RingAllreduce>(comm_, watchdog_.get());
+    if (algorithm_ == "shm") shm_ = std::make_unique<ShmAllreduce>(comm_, watchdog_.get());
   }
   ~MpiCommunicator() override {
+    shm_.reset();  // collective: every rank frees the window
     ring_.reset();
     watchdog_.reset();
     int finalized = 0;
@@ -46,15 +49,20 @@ class MpiCommunicator final : public Communicator {
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
-  std::string algorithm() const override { return use_ring_ ? "ring" : "mpi"; }
-  void reserve(std::size_t n) override { ring_->reserve(n); }
+  std::string algorithm() const override { return algorithm_; }
+  void reserve(std::size_t n) override {
+    if (shm_) return shm_->reserve(n);
+    ring_->reserve(n);
+  }
+  float* shared_gradient_buffer(std::size_t n) override { return shm_ ? shm_->shared_buffer(n) : nullptr; }
   void keep_alive() override { watchdog_->answer_roll_calls(Watchdog::kBusy); }
 
   // The float path with comm.algorithm=mpi stays the blocking MPI_Allreduce:
   // it is the reference the ring is checked and benchmarked against. Every
   // other collective is non-blocking and waited for by the watchdog.
   void allreduce_sum(float* data, std::size_t n) override {
-    if (use_ring_) return ring_->run(data, n);
+    if (shm_) return shm_->run(data, n);
+    if (algorithm_ == "ring") return ring_->run(data, n);
     check_count(n);
     check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_FLOAT, MPI_SUM, comm_),
               "MPI_Allreduce");
@@ -94,11 +102,12 @@ class MpiCommunicator final : public Communicator {
     RT_CHECK(n <= std::size_t(std::numeric_limits<int>::max()), "message of ", n,
              " elements exceeds MPI's int count");
   }
-  bool use_ring_;
+  std::string algorithm_;
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
   std::unique_ptr<Watchdog> watchdog_;
   std::unique_ptr<RingAllreduce> ring_;
+  std::unique_ptr<ShmAllreduce> shm_;  // comm.algorithm=shm
 };
 
 }  // namespace
@@ -115,9 +124,9 @@ std::string mpi_build_version() {
 }
 
 std::unique_ptr<Communicator> make_mpi_communicator(const std::string& algorithm, double timeout_s) {
-  if (algorithm != "ring" && algorithm != "mpi")
-    throw UsageError(str_cat("comm.algorithm: expected ring or mpi, got '", algorithm, "'"));
-  return std::make_unique<MpiCommunicator>(algorithm == "ring", timeout_s);
+  if (algorithm != "ring" && algorithm != "mpi" && algorithm != "shm")
+    throw UsageError(str_cat("comm.algorithm: expected ring, shm or mpi, got '", algorithm, "'"));
+  return std::make_unique<MpiCommunicator>(algorithm, timeout_s);
 }
 
 }  // namespace ringtrain

@@ -77,7 +77,15 @@ Trainer::Trainer(TrainConfig cfg, Communicator& comm)
   // Identical replicas: rank 0's initial parameters everywhere.
   comm_.broadcast(model_->params(), model_->num_params() * sizeof(float), 0);
   restore_resumed();
-  comm_.reserve(grads_.size());
+  // Collective, so here and not in build_model() (run_collectively phases
+  // hold no collectives).
+  grads_n_ = model_->num_params() + kTail;
+  grads_ = comm_.shared_gradient_buffer(grads_n_);
+  if (grads_ == nullptr) {
+    grads_storage_.assign(grads_n_, 0.0f);
+    grads_ = grads_storage_.data();
+  }
+  comm_.reserve(grads_n_);
   log_setup();
 }
 
@@ -167,7 +175,6 @@ void Trainer::build_model() {
   optimizer_ = make_optimizer(cfg_.optim, model_->num_params());
 
   const std::size_t k = std::size_t(outputs_), b = std::size_t(cfg_.batch_per_rank);
-  grads_.assign(model_->num_params() + kTail, 0.0f);
   batch_x_.assign(b * std::size_t(train_.features), 0.0f);
   batch_labels_.assign(b, 0);
   batch_y_.assign(cfg_.task == Task::kRegression ? b * k : 0, 0.0f);
@@ -296,7 +303,7 @@ double Trainer::train_step(int64_t step, int64_t step_in_epoch) {
   const double loss = cfg_.task == Task::kClassification
                           ? softmax_cross_entropy(out, batch_labels_.data(), dout_.data(), nullptr)
                           : mean_squared_error(out, batch_y_.data(), dout_.data());
-  model_->backward(dout_.data(), grads_.data());
+  model_->backward(dout_.data(), grads_);
   grads_[n] = static_cast<float>(loss);
   grads_[n + 1] = static_cast<float>(count);
   // Rank 0's flags ride along with the gradients: no extra collective.
@@ -307,7 +314,7 @@ double Trainer::train_step(int64_t step, int64_t step_in_epoch) {
   grads_[n + 4] = stop_signal() != 0;  // any rank's pre-emption signal stops all
 
   const Timer comm_timer;
-  comm_.allreduce_sum(grads_.data(), grads_.size());
+  comm_.allreduce_sum(grads_, grads_n_);
   comm_seconds_ += comm_timer.seconds();
 
   const float global_loss = grads_[n], global_count = grads_[n + 1];
@@ -316,9 +323,9 @@ double Trainer::train_step(int64_t step, int64_t step_in_epoch) {
   stop_flag_ = grads_[n + 4];
   // Every rank sees the same reduced values, so all stop together; the bad
   // update is never applied.
-  if (!std::isfinite(global_loss) || !all_finite(grads_.data(), n))
+  if (!std::isfinite(global_loss) || !all_finite(grads_, n))
     return std::numeric_limits<double>::quiet_NaN();
-  optimizer_->step(model_->params(), grads_.data(), static_cast<float>(schedule_.at(step)),
+  optimizer_->step(model_->params(), grads_, static_cast<float>(schedule_.at(step)),
                    1.0f / global_count);
   return global_loss;
 }

@@ -10,7 +10,7 @@
 using namespace ringtrain;
 
 TEST_CASE("MPI communicator collectives") {
-  for (const char* algo : {"ring", "mpi"}) {
+  for (const char* algo : {"ring", "shm", "mpi"}) {
     auto comm = make_mpi_communicator(algo);
     const int p = comm->size(), r = comm->rank();
     CHECK(comm->algorithm() == algo);

@@ -113,19 +113,22 @@ TEST_CASE("a short batch is averaged over the rows it has, not the nominal batch
   CHECK(max_abs_diff(params_of(ta), params_of(tb)) < 1e-6);
 }
 
-TEST_CASE("ring and MPI_Allreduce give the same training result") {
+TEST_CASE("ring, shared memory and MPI_Allreduce give the same training result") {
   auto ring = make_mpi_communicator("ring");
-  auto mpi = make_mpi_communicator("mpi");
   SharedDataFile data(*ring, synthetic_classification(120, 6, 3));
   TrainConfig cfg = short_run_config(data.path(), data.dir() + "/run");
   cfg.shuffle = true;
   cfg.dropout = 0.2f;
   Trainer a(cfg, *ring);
-  cfg.run_dir += "_mpi";
-  Trainer b(cfg, *mpi);
   a.run();
-  b.run();
-  CHECK(max_abs_diff(params_of(a), params_of(b)) < 1e-5);
+  for (const char* algo : {"shm", "mpi"}) {
+    CAPTURE(algo);
+    auto other = make_mpi_communicator(algo);
+    cfg.run_dir = data.dir() + "/run_" + algo;
+    Trainer b(cfg, *other);
+    b.run();
+    CHECK(max_abs_diff(params_of(a), params_of(b)) < 1e-5);
+  }
 }
 
 TEST_CASE("uneven shards: every rank runs the same number of steps, remainder rows dropped") {

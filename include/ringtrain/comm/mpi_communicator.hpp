@@ -19,7 +19,9 @@ class MpiEnvironment {
 };
 
 // A communicator over a duplicate of MPI_COMM_WORLD. `algorithm` picks the
-// float all-reduce: "ring" (ours) or "mpi" (MPI_Allreduce, the reference).
+// float all-reduce: "ring" (ours), "shm" (ours, one node, shared memory;
+// CollectiveError when the ranks span nodes) or "mpi" (MPI_Allreduce, the
+// reference).
 // UsageError naming comm.algorithm when it is neither. Every collective
 // except the reference MPI_Allreduce waits under a watchdog of `timeout_s`
 // seconds (comm.timeout_seconds; 0: wait for ever; see watchdog.hpp).

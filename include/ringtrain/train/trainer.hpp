@@ -152,7 +152,11 @@ class Trainer {
   float checkpoint_flag_ = 0, writer_failed_flag_ = 0, stop_flag_ = 0;
 
   // Step buffers, allocated once.
-  BigBuffer<float> grads_;  // num_params gradients + [loss sum, sample count, 3 flags]
+  // num_params gradients + [loss sum, sample count, 3 flags]: the
+  // communicator's shared buffer when it has one (reduced in place), else ours.
+  float* grads_ = nullptr;
+  std::size_t grads_n_ = 0;
+  BigBuffer<float> grads_storage_;
   BigBuffer<float> batch_x_, batch_y_, dout_;
   std::vector<int32_t> batch_labels_, predicted_;
 };
