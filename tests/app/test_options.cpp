@@ -19,6 +19,8 @@ TEST_CASE("defaults match DESIGN.md") {
   CHECK(c.comm_algorithm == "ring");
   CHECK(c.optim.name == "sgd");
   CHECK(c.shuffle);
+  for (const char* algo : {"ring", "shm", "mpi"})
+    CHECK(parse_train_args({std::string("--comm.algorithm=") + algo}).config.comm_algorithm == algo);
 }
 
 TEST_CASE("INI file and command line; the command line wins") {
