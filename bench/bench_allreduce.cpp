@@ -8,7 +8,8 @@
 //     all-reduce is done when the slowest rank is done);
 //   - the median of those times over many calls, after warm-up calls;
 //   - the algorithms take turns within each iteration (which goes first
-//     rotates), so that machine noise (this is a shared 2-core box) hits all
+//     rotates, and every other iteration runs the order backwards), so that
+//     machine noise (this is a shared 2-core box) and cache state hit all
 //     alike.
 // Buffers are allocated and touched once, before any timing, and the ring's
 // scratch is reserved up front, as the trainer does; MPI_Allreduce keeps
@@ -170,8 +171,11 @@ Result bench_size(const std::vector<Algo>& algos, float* a, std::size_t bytes, c
   std::vector<std::vector<double>> t(k, std::vector<double>(std::size_t(r.iters)));
   for (int i = -warmup; i < r.iters; ++i)
     for (std::size_t j = 0; j < k; ++j) {
-      // Rotate which one goes first, so that none always follows another.
-      const std::size_t which = (j + std::size_t(i + warmup)) % k;
+      // Rotate which one goes first, and run the order backwards every other
+      // iteration: each follows each of the others (whose cache footprint it
+      // inherits) as often.
+      const std::size_t it = std::size_t(i + warmup), step = (it / 2) % k;
+      const std::size_t which = it % 2 == 0 ? (j + step) % k : (k - 1 - j + step) % k;
       const double dt = timed(algos[which], a, n);
       if (i >= 0) t[which][std::size_t(i)] = dt;
     }

@@ -80,7 +80,7 @@ void allreduce_series(const Json& doc, const std::string& file, std::size_t inde
       throw UsageError(str_cat("plot: ", file, ": no message size of 1 KiB or more to draw for '", algos[a], "'"));
     const std::string title = algorithm_title(algos[a]) + (several && ranks ? str_cat(", ", ranks, " ranks") : "");
     clauses.push_back(str_cat(block, " using 1:2 with linespoints lw 2 pt ", 5 + 2 * int(a), " ps 0.8 lc rgb '",
-                              plot_colour(a + 3 * index), "'", algos[a] == "mpi" ? " dt 2" : "", " title ",
+                              plot_colour(clauses.size()), "'", algos[a] == "mpi" ? " dt 2" : "", " title ",
                               gnuplot_quote(title)));
   }
 }
@@ -127,7 +127,7 @@ void scaling_series(const Json& doc, const std::string& file, std::size_t index,
     for (const auto& [p, e] : rows) data << p << ' ' << gnuplot_number(e) << '\n';
     data << "EOD\n";
     clauses.push_back(str_cat(block, " using 1:2 with linespoints lw 2 pt 7 ps 1.2 lc rgb '",
-                              plot_colour(s + 3 * index), "' title ", gnuplot_quote(order[s])));
+                              plot_colour(clauses.size()), "' title ", gnuplot_quote(order[s])));
   }
 }
 

@@ -36,7 +36,14 @@ class MpiCommunicator final : public Communicator {
     check_mpi(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
     watchdog_ = std::make_unique<Watchdog>(comm_, timeout_s);
     ring_ = std::make_unique<RingAllreduce>(comm_, watchdog_.get());
-    if (algorithm_ == "shm") shm_ = std::make_unique<ShmAllreduce>(comm_, watchdog_.get());
+    try {
+      if (algorithm_ == "shm") shm_ = std::make_unique<ShmAllreduce>(comm_, watchdog_.get());
+    } catch (...) {  // ranks on several nodes: the destructor will not run
+      ring_.reset();
+      watchdog_.reset();
+      MPI_Comm_free(&comm_);
+      throw;
+    }
   }
   ~MpiCommunicator() override {
     shm_.reset();  // collective: every rank frees the window

@@ -81,10 +81,11 @@ Trainer::Trainer(TrainConfig cfg, Communicator& comm)
   // hold no collectives).
   grads_n_ = model_->num_params() + kTail;
   grads_ = comm_.shared_gradient_buffer(grads_n_);
-  if (grads_ == nullptr) {
-    grads_storage_.assign(grads_n_, 0.0f);
-    grads_ = grads_storage_.data();
-  }
+  if (grads_ == nullptr)
+    run_collectively(comm_, [&] {  // out of memory on one rank: the same error on all
+      grads_storage_.assign(grads_n_, 0.0f);
+      grads_ = grads_storage_.data();
+    });
   comm_.reserve(grads_n_);
   log_setup();
 }

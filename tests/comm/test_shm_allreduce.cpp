@@ -40,6 +40,10 @@ TEST_CASE("shm all-reduce in place on its shared buffer: exact, and the same bit
   ShmAllreduce shm(MPI_COMM_WORLD, nullptr, 1000);
   const std::size_t capacity = (1u << 20) + 3;
   float* buf = shm.shared_buffer(capacity);
+  if (world_size() == 1) {  // nothing to share: the caller uses its own memory
+    CHECK(buf == nullptr);
+    return;
+  }
   REQUIRE(buf != nullptr);
   for (const std::size_t n : interesting_lengths()) {
     CAPTURE(n);
@@ -61,7 +65,22 @@ TEST_CASE("shm all-reduce in place on its shared buffer: exact, and the same bit
   std::vector<float> root(buf, buf + n);
   MPI_Bcast(root.data(), int(n), MPI_FLOAT, 0, MPI_COMM_WORLD);
   CHECK(all_ranks(std::memcmp(root.data(), buf, n * sizeof(float)) == 0));
-  // A new buffer replaces the old one (collectively) and starts zeroed.
+  // A second buffer (a second trainer on the same communicator) starts
+  // zeroed, and the first one stays valid and reduced in place.
   float* again = shm.shared_buffer(10);
   CHECK(all_ranks(again[0] == 0.0f && again[9] == 0.0f));
+  for (std::size_t i = 0; i < 10; ++i) again[i] = float(i), buf[i] = float(rank);
+  shm.run(again, 10);
+  shm.run(buf, 10);
+  const int p = world_size();
+  CHECK(all_ranks(again[3] == 3.0f * float(p) && buf[0] == float(p * (p - 1) / 2)));
+}
+
+TEST_CASE("shm all-reduce: ranks that disagree on the path (shared buffer or not) fail alike, no wrong sum") {
+  if (world_size() < 2) return;
+  ShmAllreduce shm(MPI_COMM_WORLD);
+  float* buf = shm.shared_buffer(16);
+  std::vector<float> other(16, 1.0f);
+  float* mine = world_rank() == 0 ? buf : other.data();
+  CHECK_THROWS_WITH(shm.run(mine, 16), doctest::Contains("some ranks passed their shared buffer"));
 }

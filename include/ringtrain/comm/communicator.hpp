@@ -35,8 +35,9 @@ class Communicator {
   virtual void reserve(std::size_t /*floats*/) {}
   // Collective: a zeroed buffer of n floats that allreduce_sum reduces where
   // it lies, faster than other memory (comm.algorithm=shm: in the node's
-  // shared memory), owned by the communicator; nullptr when there is no such
-  // thing (then any memory will do). The trainer's gradient buffer.
+  // shared memory), owned by the communicator and valid as long as it lives
+  // (each call makes a new one); nullptr when there is no such thing (then
+  // any memory will do). The trainer's gradient buffer.
   virtual float* shared_gradient_buffer(std::size_t /*floats*/) { return nullptr; }
   // Called now and then by a rank busy on its own (rank 0 waiting for its
   // writer) so that the other ranks' watchdog knows it is alive.

@@ -53,22 +53,34 @@ class ShmAllreduce {
 
   // Collective: staging for buffers of n floats (two halves of min(n, block)).
   void reserve(std::size_t n);
-  // Collective: this rank's buffer of n floats inside a shared window, zeroed.
-  // run() on it (with n or fewer floats) skips the staging copies: rank r
-  // sums slice r straight from every rank's buffer into its own, and each
-  // rank then copies the other slices from their owners. Valid until the
-  // next shared_buffer() call or the destructor.
+  // Collective: this rank's buffer of n floats inside a new shared window,
+  // zeroed; nullptr on one rank (nothing to share). run() on it (with n or
+  // fewer floats) skips the staging copies: rank r sums slice r straight
+  // from every rank's buffer into its own, and each rank then copies the
+  // other slices from their owners. Valid until the destructor (every call
+  // makes a new window; earlier buffers stay valid). CollectiveError when
+  // /dev/shm has no room for every rank's n floats.
   float* shared_buffer(std::size_t n);
-  // Collective: every rank passes the same n, and either every rank its
-  // shared_buffer() or every rank some other memory.
+  // Collective: every rank passes the same n, and either every rank a buffer
+  // of the same shared_buffer() call or every rank other memory (checked:
+  // RuntimeError on every rank otherwise).
   void run(float* data, std::size_t n);
 
  private:
+  static constexpr int kInPlace = 1, kStaged = 2;
+  struct DataWindow {
+    MPI_Win win = MPI_WIN_NULL;
+    std::size_t n = 0;
+    std::vector<float*> slots;  // every rank's buffer, as mapped here
+  };
   void run_staged(float* data, std::size_t n);
-  void run_in_place(std::size_t n);
+  void run_in_place(const std::vector<float*>& slots, std::size_t n);
   void barrier(const char* what);
+  void agree(int path, const char* what);
+  void wait(MPI_Request& req, const char* what);
+  void sync_windows();
   void free_window();
-  void free_data_window();
+  void free_data_windows();
   MPI_Comm comm_ = MPI_COMM_NULL;  // a duplicate, on this node
   Watchdog* watchdog_;
   std::size_t block_;
@@ -77,9 +89,7 @@ class ShmAllreduce {
   std::size_t half_ = 0;           // floats per staging half
   std::size_t next_half_ = 0;      // 0 or 1: alternates across blocks and calls
   std::vector<float*> slots_;      // every rank's slot, as mapped here
-  MPI_Win data_win_ = MPI_WIN_NULL;  // shared_buffer()'s
-  std::size_t data_n_ = 0;
-  std::vector<float*> data_slots_;   // every rank's shared buffer, as mapped here
+  std::vector<DataWindow> data_;     // shared_buffer()'s
 };
 
 }  // namespace ringtrain
