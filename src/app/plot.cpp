@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <sstream>
 
+#include "ringtrain/app/command_line.hpp"  // attrs_json
 #include "ringtrain/util/error.hpp"
 
 namespace ringtrain {
@@ -75,15 +76,9 @@ struct Series {
 // The plotted metric's value at best.h5, from best.h5 itself.
 bool best_point(const RunSummary& r, const std::string& metric, Series& s) {
   if (!r.has_best) return false;
-  const auto get = [&](const std::string& k) -> double {
-    const auto it = r.best.find(k);
-    if (it == r.best.end()) return std::nan("");
-    if (const auto* i = std::get_if<int64_t>(&it->second)) return double(*i);
-    if (const auto* d = std::get_if<double>(&it->second)) return *d;
-    return std::nan("");
-  };
-  s.best_x = get("examples_seen"), s.best_y = get(metric);
-  const double step = get("step");
+  const Json best = attrs_json(r.best);
+  s.best_x = number_or_nan(best, "examples_seen"), s.best_y = number_or_nan(best, metric);
+  const double step = number_or_nan(best, "step");
   if (!std::isfinite(s.best_x) || !std::isfinite(s.best_y) || !std::isfinite(step)) return false;
   s.best_step = int64_t(step);
   return true;

@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "ringtrain/comm/communicator.hpp"     // CollectiveError
+#include "ringtrain/comm/communicator.hpp"    // CollectiveError
 #include "ringtrain/comm/ring_allreduce.hpp"  // check_mpi
 #include "ringtrain/util/error.hpp"
 
@@ -67,6 +67,23 @@ MPI_Win allocate_window(MPI_Comm comm, std::size_t floats, std::vector<float*>& 
   check_mpi(MPI_Win_lock_all(MPI_MODE_NOCHECK, win), "MPI_Win_lock_all");
   std::fill(mine, mine + floats, 0.0f);  // touch every page now, not in a step
   return win;
+}
+
+// Slice [b, e) of every rank's buffer (at offset `off`), summed in rank
+// order 0, 1, ..., p-1 into rank r's: a small piece at a time, so that rank
+// r's own term is read before its piece is overwritten with the sum.
+void sum_slice(const std::vector<float*>& slots, std::size_t r, std::size_t off, std::size_t b, std::size_t e) {
+  constexpr std::size_t kPiece = 1024;
+  alignas(64) float acc[kPiece];
+  for (std::size_t at = off + b; at < off + e; at += kPiece) {
+    const std::size_t len = std::min(kPiece, off + e - at);
+    std::memcpy(acc, slots[0] + at, len * sizeof(float));
+    for (std::size_t q = 1; q < slots.size(); ++q) {
+      const float* __restrict src = slots[q] + at;
+      for (std::size_t i = 0; i < len; ++i) acc[i] += src[i];  // vectorised at -O3 -march=native
+    }
+    std::memcpy(slots[r] + at, acc, len * sizeof(float));
+  }
 }
 
 void free_shared_window(MPI_Win& win) {
@@ -191,23 +208,9 @@ void ShmAllreduce::run(float* data, std::size_t n) {
 
 void ShmAllreduce::run_in_place(const std::vector<float*>& slots, std::size_t n) {
   const std::size_t p = std::size_t(size_), r = std::size_t(rank_);
-  // Slice r, in rank order 0, 1, ..., p-1 as the staged path sums it, a
-  // small piece at a time: this rank's own values are read (as rank r's
-  // term) before the piece is overwritten with the sum.
-  const std::size_t b = part_begin(r, n, p), e = part_begin(r + 1, n, p);
-  float* own = slots[r];
-  constexpr std::size_t kPiece = 1024;
-  alignas(64) float acc[kPiece];
-  for (std::size_t at = b; at < e; at += kPiece) {
-    const std::size_t len = std::min(kPiece, e - at);
-    std::memcpy(acc, slots[0] + at, len * sizeof(float));
-    for (std::size_t q = 1; q < p; ++q) {
-      const float* __restrict src = slots[q] + at;
-      for (std::size_t i = 0; i < len; ++i) acc[i] += src[i];  // vectorised at -O3 -march=native
-    }
-    std::memcpy(own + at, acc, len * sizeof(float));
-  }
+  sum_slice(slots, r, 0, part_begin(r, n, p), part_begin(r + 1, n, p));
   barrier("the shared-memory all-reduce (sum)");
+  float* own = slots[r];
   for (std::size_t q = 0; q < p; ++q) {
     const std::size_t qb = part_begin(q, n, p), qe = part_begin(q + 1, n, p);
     if (q != r) std::memcpy(own + qb, slots[q] + qb, (qe - qb) * sizeof(float));
@@ -224,16 +227,7 @@ void ShmAllreduce::run_staged(float* data, std::size_t n) {
     const std::size_t len = std::min(half_, n - at), off = next_half_ * half_;
     std::memcpy(slots_[r] + off, data + at, len * sizeof(float));
     barrier("the shared-memory all-reduce (copy-in)");
-    // Slice r, summed in rank order into this rank's slot: start from rank
-    // 0's values, then add ranks 1..p-1 (this rank's own from `data`: its
-    // slot's copy of them has just been replaced by rank 0's).
-    const std::size_t b = part_begin(r, len, p), e = part_begin(r + 1, len, p);
-    float* __restrict acc = slots_[r] + off;
-    if (r != 0) std::memcpy(acc + b, slots_[0] + off + b, (e - b) * sizeof(float));
-    for (std::size_t q = 1; q < p; ++q) {
-      const float* __restrict add = q == r ? data + at : slots_[q] + off;
-      for (std::size_t i = b; i < e; ++i) acc[i] += add[i];  // vectorised at -O3 -march=native
-    }
+    sum_slice(slots_, r, off, part_begin(r, len, p), part_begin(r + 1, len, p));
     barrier("the shared-memory all-reduce (sum)");
     for (std::size_t q = 0; q < p; ++q) {
       const std::size_t qb = part_begin(q, len, p), qe = part_begin(q + 1, len, p);
