@@ -144,7 +144,8 @@ int run_train(int argc, char** argv, const std::vector<std::string>& args) {
     }
     std::unique_ptr<Communicator> training_comm;
     run_collectively(*comm, [&] {
-      training_comm = make_mpi_communicator(parsed.config.comm_algorithm, parsed.config.comm_timeout_seconds);
+      training_comm = make_mpi_communicator(parsed.config.comm_algorithm, parsed.config.comm_timeout_seconds,
+                                            parsed.config.comm_compression);
     });
     comm = std::move(training_comm);
     Trainer trainer(parsed.config, *comm);

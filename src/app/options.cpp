@@ -35,6 +35,10 @@ const OptionDef kOptions[] = {
     {"run.progress", "auto", "live progress bar: auto (when stdout is a terminal and no MPI launcher is "
                              "in between: mpirun hands ranks a pseudo-terminal even when its own output is a "
                              "file) | true | false"},
+    {"run.trace", "0", "write trace.json (Chrome trace: chrome://tracing, ui.perfetto.dev) of every rank's "
+                       "phases during the first N steps (0: off)"},
+    {"run.profile", "false", "split the all-reduce's time into waiting for the slowest rank and communication "
+                             "(a barrier before the all-reduce; without comm.overlap) in the step-time breakdown"},
     {"data.train", "", "training data: HDF5 file, or IDX images file with its labels file beside it"},
     {"data.val", "", "validation data file (same formats); empty: hold out data.val_fraction"},
     {"data.test", "", "test data file, evaluated once after training"},
@@ -98,6 +102,14 @@ const OptionDef kOptions[] = {
     {"comm.algorithm", "ring",
      "gradient all-reduce: ring (ringtrain's) | shm (ringtrain's, all ranks on one node, shared memory) | mpi "
      "(MPI_Allreduce)"},
+    {"comm.compression", "none",
+     "gradients on the wire: none | bf16 | fp16 (16 bits per value, fp32 accumulation and weights; "
+     "comm.algorithm=ring)"},
+    {"comm.bucket_mb", "4",
+     "all-reduce the gradients in buckets of at least this many MiB, cut at layer boundaries (0: one bucket)"},
+    {"comm.overlap", "false",
+     "all-reduce each bucket on a communication thread while backward computes the earlier layers "
+     "(same result bit for bit)"},
     {"comm.timeout_seconds", "300", "watchdog: a rank that waits this long in a collective without progress "
                                     "names the ranks that are missing and ends the job (0: wait forever)"},
 };
@@ -245,6 +257,18 @@ TrainConfig to_config(const Values& v) {
   c.comm_algorithm = v.at("comm.algorithm");
   if (c.comm_algorithm != "ring" && c.comm_algorithm != "shm" && c.comm_algorithm != "mpi")
     bad_value("comm.algorithm", c.comm_algorithm, "ring, shm or mpi");
+  c.comm_compression = v.at("comm.compression");
+  if (c.comm_compression != "none" && c.comm_compression != "bf16" && c.comm_compression != "fp16")
+    bad_value("comm.compression", c.comm_compression, "none, bf16 or fp16");
+  if (c.comm_compression != "none" && c.comm_algorithm != "ring")
+    throw UsageError(str_cat("comm.compression=", c.comm_compression, " needs comm.algorithm=ring (got ",
+                             c.comm_algorithm, ")"));
+  c.comm_bucket_mb = to_double(v, "comm.bucket_mb");
+  if (c.comm_bucket_mb < 0 || c.comm_bucket_mb > 1e6)
+    throw UsageError(str_cat("comm.bucket_mb: expected a value in [0, 1e6], got ", v.at("comm.bucket_mb")));
+  c.comm_overlap = to_bool(v, "comm.overlap");
+  c.trace_steps = to_int(v, "run.trace", 0, 1000000);
+  c.profile = to_bool(v, "run.profile");
   c.comm_timeout_seconds = to_double(v, "comm.timeout_seconds");
   if (c.comm_timeout_seconds != 0 && (c.comm_timeout_seconds < 1 || c.comm_timeout_seconds > 1e7))
     throw UsageError(str_cat("comm.timeout_seconds: expected 0 (off) or a value in [1, 1e7], got ",

@@ -9,11 +9,13 @@
 #include "ringtrain/comm/ring_allreduce.hpp"
 #include "ringtrain/comm/shm_allreduce.hpp"
 #include "ringtrain/comm/watchdog.hpp"
+#include "ringtrain/comm/wire_format.hpp"
 
 namespace ringtrain {
 
 MpiEnvironment::MpiEnvironment(int* argc, char*** argv) {
-  check_mpi(MPI_Init(argc, argv), "MPI_Init");
+  int provided = MPI_THREAD_SINGLE;  // less than asked: Communicator::allows_comm_thread() says no
+  check_mpi(MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided), "MPI_Init_thread");
   // Errors come back as return codes (checked everywhere) rather than
   // aborting inside the library without a message.
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
@@ -29,7 +31,8 @@ namespace {
 
 class MpiCommunicator final : public Communicator {
  public:
-  MpiCommunicator(std::string algorithm, double timeout_s) : algorithm_(std::move(algorithm)) {
+  MpiCommunicator(std::string algorithm, double timeout_s, WireFormat wire)
+      : algorithm_(std::move(algorithm)), wire_(wire) {
     check_mpi(MPI_Comm_dup(MPI_COMM_WORLD, &comm_), "MPI_Comm_dup");
     MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
     check_mpi(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
@@ -57,9 +60,23 @@ class MpiCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string algorithm() const override { return algorithm_; }
+  std::string compression() const override { return wire_format_name(wire_); }
+  bool allows_comm_thread() const override {
+    int level = MPI_THREAD_SINGLE;
+    MPI_Query_thread(&level);
+    return level >= MPI_THREAD_SERIALIZED;
+  }
   void reserve(std::size_t n) override {
     if (shm_) return shm_->reserve(n);
     ring_->reserve(n);
+  }
+  void reserve_gradients(std::size_t n) override {
+    if (wire_ == WireFormat::kFp32) return reserve(n);
+    ring_->reserve(n, wire_);
+  }
+  void allreduce_gradients(float* data, std::size_t n) override {
+    if (wire_ == WireFormat::kFp32) return allreduce_sum(data, n);
+    ring_->run(data, n, wire_);
   }
   float* shared_gradient_buffer(std::size_t n) override { return shm_ ? shm_->shared_buffer(n) : nullptr; }
   void keep_alive() override { watchdog_->answer_roll_calls(Watchdog::kBusy); }
@@ -110,6 +127,7 @@ class MpiCommunicator final : public Communicator {
              " elements exceeds MPI's int count");
   }
   std::string algorithm_;
+  WireFormat wire_ = WireFormat::kFp32;  // comm.compression, ring only
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
   std::unique_ptr<Watchdog> watchdog_;
@@ -130,10 +148,15 @@ std::string mpi_build_version() {
   return str_cat(library, ", MPI standard ", MPI_VERSION, ".", MPI_SUBVERSION);
 }
 
-std::unique_ptr<Communicator> make_mpi_communicator(const std::string& algorithm, double timeout_s) {
+std::unique_ptr<Communicator> make_mpi_communicator(const std::string& algorithm, double timeout_s,
+                                                    const std::string& compression) {
   if (algorithm != "ring" && algorithm != "mpi" && algorithm != "shm")
     throw UsageError(str_cat("comm.algorithm: expected ring, shm or mpi, got '", algorithm, "'"));
-  return std::make_unique<MpiCommunicator>(algorithm, timeout_s);
+  const WireFormat wire = parse_wire_format(compression);
+  if (wire != WireFormat::kFp32 && algorithm != "ring")
+    throw UsageError(str_cat("comm.compression=", compression, " needs comm.algorithm=ring (got '", algorithm,
+                             "': shm adds in shared memory, mpi is the uncompressed reference)"));
+  return std::make_unique<MpiCommunicator>(algorithm, timeout_s, wire);
 }
 
 }  // namespace ringtrain

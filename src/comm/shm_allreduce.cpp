@@ -183,37 +183,49 @@ void ShmAllreduce::barrier(const char* what) {
 // A barrier that also checks that every rank took the same path: a rank in
 // place and another staged would pair barriers of different steps and sum
 // garbage. min(path) == max(path), as min(path) and -min(-path).
-void ShmAllreduce::agree(int path, const char* what) {
+void ShmAllreduce::agree(int64_t path, const char* what) {
   sync_windows();
-  int v[2] = {path, -path};
+  int64_t v[2] = {path, -path};
   MPI_Request req;
-  check_mpi(MPI_Iallreduce(MPI_IN_PLACE, v, 2, MPI_INT, MPI_MIN, comm_, &req), what);
+  check_mpi(MPI_Iallreduce(MPI_IN_PLACE, v, 2, MPI_INT64_T, MPI_MIN, comm_, &req), what);
   wait(req, what);
   sync_windows();
   if (v[0] != -v[1])
-    throw RuntimeError("the shared-memory all-reduce: some ranks passed their shared buffer, others other memory");
+    throw RuntimeError(
+        "the shared-memory all-reduce: some ranks passed their shared buffer, others other memory or another "
+        "part of it");
 }
 
 void ShmAllreduce::run(float* data, std::size_t n) {
   if (size_ == 1 || n == 0) return;
+  // In place when [data, data + n) lies in this rank's buffer of a shared
+  // window (a bucket of the trainer's gradients is a part of it).
   const DataWindow* shared = nullptr;
-  for (const DataWindow& d : data_)
-    if (data == d.slots[std::size_t(rank_)] && n <= d.n) shared = &d;
+  std::size_t offset = 0;
+  for (const DataWindow& d : data_) {
+    const float* own = d.slots[std::size_t(rank_)];
+    if (data >= own && data < own + d.n && n <= d.n - std::size_t(data - own)) {
+      shared = &d;
+      offset = std::size_t(data - own);
+    }
+  }
   // First of all, before any collective of one path only: in place, this
-  // is also the barrier after which every rank's inputs are ready.
-  agree(shared ? kInPlace : kStaged, "the shared-memory all-reduce (inputs ready)");
-  if (shared) return run_in_place(shared->slots, n);
+  // is also the barrier after which every rank's inputs are ready. Every
+  // rank must name the same part of the same window.
+  const int64_t path = shared ? kInPlace + 2 * int64_t(offset) : kStaged;
+  agree(path, "the shared-memory all-reduce (inputs ready)");
+  if (shared) return run_in_place(shared->slots, offset, n);
   run_staged(data, n);
 }
 
-void ShmAllreduce::run_in_place(const std::vector<float*>& slots, std::size_t n) {
+void ShmAllreduce::run_in_place(const std::vector<float*>& slots, std::size_t offset, std::size_t n) {
   const std::size_t p = std::size_t(size_), r = std::size_t(rank_);
-  sum_slice(slots, r, 0, part_begin(r, n, p), part_begin(r + 1, n, p));
+  sum_slice(slots, r, offset, part_begin(r, n, p), part_begin(r + 1, n, p));
   barrier("the shared-memory all-reduce (sum)");
-  float* own = slots[r];
+  float* own = slots[r] + offset;
   for (std::size_t q = 0; q < p; ++q) {
     const std::size_t qb = part_begin(q, n, p), qe = part_begin(q + 1, n, p);
-    if (q != r) std::memcpy(own + qb, slots[q] + qb, (qe - qb) * sizeof(float));
+    if (q != r) std::memcpy(own + qb, slots[q] + offset + qb, (qe - qb) * sizeof(float));
   }
   // Nobody may write its buffer again (the next backward) while another rank
   // still copies from it.

@@ -71,6 +71,7 @@ Mlp::Mlp(MlpSpec spec, int max_batch)
     L.kernel = layout_.find(name + "/kernel").offset;
     L.bias = layout_.find(name + "/bias").offset;
   }
+  ready_points_ = gradient_ready_points();
   // Allocate and touch every buffer once, here, never in the step loop.
   params_.assign(layout_.total(), 0.0f);
   for (int l = 0; l < n; ++l) {
@@ -142,7 +143,18 @@ ConstMatMap Mlp::forward(const float* x, int batch, bool training, uint64_t drop
   return ConstMatMap(layers_[n - 1].z.data(), batch, layers_[n - 1].out);
 }
 
-void Mlp::backward(const float* dout, float* grads) {
+std::vector<std::size_t> Mlp::gradient_ready_points() const {
+  std::vector<std::size_t> points;
+  std::size_t end = 0;
+  for (int l = num_layers() - 1; l >= 0; --l) {
+    const Layer& L = layers_[l];
+    end = std::max({end, L.kernel + std::size_t(L.in) * L.out, L.bias + std::size_t(L.out)});
+    points.push_back(end);
+  }
+  return points;
+}
+
+void Mlp::backward(const float* dout, float* grads, GradientsReady* ready) {
   const int n = num_layers();
   const int batch = batch_;
   ConstMatMap dz_last(dout, batch, layers_[n - 1].out);
@@ -157,6 +169,7 @@ void Mlp::backward(const float* dout, float* grads) {
     // peels by address alignment, so its rounding changed between runs.)
     db = dz.row(0);
     for (int i = 1; i < batch; ++i) db += dz.row(i);
+    if (ready) ready->gradients_ready(ready_points_[std::size_t(n - 1 - l)]);
     if (l == 0) break;  // no gradient w.r.t. the data
     Layer& P = layers_[l - 1];
     ConstMatMap w(params_.data() + L.kernel, L.in, L.out);

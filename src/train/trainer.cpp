@@ -86,7 +86,13 @@ Trainer::Trainer(TrainConfig cfg, Communicator& comm)
       grads_storage_.assign(grads_n_, 0.0f);
       grads_ = grads_storage_.data();
     });
-  comm_.reserve(grads_n_);
+  const auto bucket_floats = std::size_t(cfg_.comm_bucket_mb * double(1 << 20) / sizeof(float));
+  reducer_ = std::make_unique<BucketReducer>(comm_, grads_, model_->num_params(), grads_n_,
+                                             model_->gradient_ready_points(), bucket_floats, cfg_.comm_overlap);
+  // Per traced step: data, forward, backward, waiting, all-reduce, optimizer
+  // and one per bucket; room for evaluations and checkpoints besides.
+  if (cfg_.trace_steps > 0)
+    timeline_.reserve(std::size_t(cfg_.trace_steps) * (8 + reducer_->ranges().size()) + 1024);
   log_setup();
 }
 
@@ -297,14 +303,26 @@ void Trainer::log_setup() const {
 double Trainer::train_step(int64_t step, int64_t step_in_epoch) {
   const std::size_t n = model_->num_params();
   const int count = sampler_->batch_size(step_in_epoch);
-  gather_rows(train_, sampler_->batch_rows(step_in_epoch), count, batch_x_.data(), batch_labels_.data(),
-              batch_y_.data());
-  const uint64_t dropout_key = mix_key(cfg_.seed, 0xD5u, uint64_t(step), uint64_t(comm_.rank()));
-  ConstMatMap out = model_->forward(batch_x_.data(), count, true, dropout_key);
-  const double loss = cfg_.task == Task::kClassification
-                          ? softmax_cross_entropy(out, batch_labels_.data(), dout_.data(), nullptr)
-                          : mean_squared_error(out, batch_y_.data(), dout_.data());
-  model_->backward(dout_.data(), grads_);
+  Timeline* const tl = tracing(step) ? &timeline_ : nullptr;
+  Timer phase;
+  {
+    const TimelineScope scope(tl, "data", 0, step);
+    gather_rows(train_, sampler_->batch_rows(step_in_epoch), count, batch_x_.data(), batch_labels_.data(),
+                batch_y_.data());
+  }
+  data_seconds_ += phase.seconds();
+  phase.reset();
+  double loss = 0;
+  {
+    const TimelineScope scope(tl, "forward", 0, step);
+    const uint64_t dropout_key = mix_key(cfg_.seed, 0xD5u, uint64_t(step), uint64_t(comm_.rank()));
+    ConstMatMap out = model_->forward(batch_x_.data(), count, true, dropout_key);
+    loss = cfg_.task == Task::kClassification
+               ? softmax_cross_entropy(out, batch_labels_.data(), dout_.data(), nullptr)
+               : mean_squared_error(out, batch_y_.data(), dout_.data());
+  }
+  // The exact sums ride in the last bucket: written before backward, so that
+  // bucket can go as soon as the first layer's gradients are done.
   grads_[n] = static_cast<float>(loss);
   grads_[n + 1] = static_cast<float>(count);
   // Rank 0's flags ride along with the gradients: no extra collective.
@@ -313,10 +331,26 @@ double Trainer::train_step(int64_t step, int64_t step_in_epoch) {
                   since_checkpoint_.seconds() >= cfg_.checkpoint_every_seconds;
   grads_[n + 3] = root && files_.active() && !files_.failed().empty();
   grads_[n + 4] = stop_signal() != 0;  // any rank's pre-emption signal stops all
-
-  const Timer comm_timer;
-  comm_.allreduce_sum(grads_, grads_n_);
-  comm_seconds_ += comm_timer.seconds();
+  reducer_->start_step(step, tl);
+  {
+    const TimelineScope scope(tl, "backward", 0, step);
+    model_->backward(dout_.data(), grads_, reducer_.get());
+  }
+  compute_seconds_ += phase.seconds();
+  if (cfg_.profile && !reducer_->overlapped()) {
+    phase.reset();
+    const TimelineScope scope(tl, "waiting (barrier)", 0, step);
+    comm_.barrier();
+    wait_seconds_ += phase.seconds();
+  }
+  phase.reset();
+  {
+    const TimelineScope scope(tl, reducer_->overlapped() ? "all-reduce (rest)" : "all-reduce", 0, step);
+    reducer_->finish();
+  }
+  comm_seconds_ += phase.seconds();
+  phase.reset();
+  const TimelineScope optimizer_scope(tl, "optimizer", 0, step);
 
   const float global_loss = grads_[n], global_count = grads_[n + 1];
   checkpoint_flag_ = grads_[n + 2];
@@ -328,6 +362,7 @@ double Trainer::train_step(int64_t step, int64_t step_in_epoch) {
     return std::numeric_limits<double>::quiet_NaN();
   optimizer_->step(model_->params(), grads_, static_cast<float>(schedule_.at(step)),
                    1.0f / global_count);
+  optimizer_seconds_ += phase.seconds();
   return global_loss;
 }
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "ringtrain/io/atomic_file.hpp"
 #include "ringtrain/train/trainer.hpp"
 #include "ringtrain/util/stop_signal.hpp"
 
@@ -55,6 +56,7 @@ void Trainer::save(int64_t step, const TrackerDecision& d, bool checkpoint) {
   const bool best = d.improved, versioned = cfg_.keep_best > 1 && d.keep;
   if (!best && !versioned && !checkpoint && d.evicted.empty()) return;
   const Timer timer;
+  const TimelineScope scope(tracing(step - 1) ? &timeline_ : nullptr, "checkpoint (hand to writer)", 0, step - 1);
   SavedCheckpoint& c = files_.stage();  // waits for the write in flight
   if (checkpoint) {
     stage_checkpoint(c, step);
@@ -78,6 +80,10 @@ TrainResult Trainer::run() {
   const int64_t epochs = (total_steps_ + spe - 1) / spe;
   const int64_t end = cfg_.stop_after_steps > 0 ? std::min(total_steps_, cfg_.stop_after_steps) : total_steps_;
   const bool checkpoints = cfg_.checkpoint_keep_last > 0;
+  if (cfg_.trace_steps > 0) {  // one time origin for every rank's row
+    comm_.barrier();
+    timeline_.set_origin();
+  }
   wall_.reset();
   since_checkpoint_.reset();
   double train_seconds = 0;
@@ -112,7 +118,12 @@ TrainResult Trainer::run() {
                   double(window_.examples) / std::max(window_.seconds, 1e-9));
     const bool eval_due = plan_.is_eval_step(step);
     TrackerDecision d;
-    if (eval_due) d = evaluate_and_decide(step, result);
+    if (eval_due) {
+      const Timer eval_timer;
+      const TimelineScope scope(tracing(step - 1) ? &timeline_ : nullptr, "evaluation", 0, step - 1);
+      d = evaluate_and_decide(step, result);
+      eval_seconds_ += eval_timer.seconds();
+    }
     const bool diverged = d.stop == StopReason::kNonFinite || d.stop == StopReason::kDivergence;
     // A stop signal on any rank: every rank saw the same sum, so all stop
     // here, after this step's evaluation (if due) and with a checkpoint.
@@ -140,6 +151,12 @@ TrainResult Trainer::run() {
   result.samples_per_s = double(result.trained_examples) / std::max(train_seconds, 1e-9);
   result.comm_seconds = comm_seconds_;
   result.train_seconds = train_seconds;
+  result.data_seconds = data_seconds_;
+  result.compute_seconds = compute_seconds_;
+  result.wait_seconds = wait_seconds_;
+  result.optimizer_seconds = optimizer_seconds_;
+  result.eval_seconds = eval_seconds_;
+  result.checkpoint_seconds = save_seconds_;
   end_of_training(step, result);
   return result;
 }
@@ -149,6 +166,7 @@ void Trainer::end_of_training(int64_t step, TrainResult& result) {
   run_collectively(comm_, [&] {
     if (files_.active()) files_.wait();
   });
+  write_trace();
   if (!result.stop_message.empty()) log_.info(result.stop_message);
   if (result.interrupted) {
     const bool saved = cfg_.checkpoint_keep_last > 0;
@@ -209,12 +227,55 @@ void Trainer::end_of_training(int64_t step, TrainResult& result) {
   char summary[384];
   std::snprintf(summary, sizeof summary,
                 "done: %lld steps, %lld examples in %.2f s (%.1fk samples/s while training, %.1f%% of it in the "
-                "all-reduce, waiting for the slowest rank included; %.3f s spent handing states to the writer); "
-                "results in ",
+                "all-reduce%s; %.3f s spent handing states to the writer); results in ",
                 (long long)step, (long long)result.examples_seen, wall_.seconds(), result.samples_per_s / 1e3,
-                100.0 * comm_seconds_ / std::max(result.train_seconds, 1e-9), save_seconds_);
+                100.0 * comm_seconds_ / std::max(result.train_seconds, 1e-9),
+                cfg_.profile && !reducer_->overlapped() ? "" : ", waiting for the slowest rank included", save_seconds_);
   log_.info(summary + log_.dir());
+  const double t = std::max(result.train_seconds, 1e-9);
+  char waiting[48] = "";
+  if (cfg_.profile && !reducer_->overlapped())
+    std::snprintf(waiting, sizeof waiting, ", waiting for the slowest rank %.1f%%", 100 * result.wait_seconds / t);
+  std::snprintf(summary, sizeof summary,
+                "step time (rank 0): compute %.1f%%, all-reduce %.1f%%%s, optimizer %.1f%%, batch rows %.1f%%; "
+                "evaluation %.2f s, checkpoints %.2f s",
+                100 * result.compute_seconds / t, 100 * result.comm_seconds / t, waiting,
+                100 * result.optimizer_seconds / t, 100 * result.data_seconds / t, result.eval_seconds,
+                result.checkpoint_seconds);
+  log_.info(summary);
   record_end(step, result);
+}
+
+void Trainer::write_trace() {
+  if (cfg_.trace_steps <= 0) return;
+  // Chrome's trace format: complete events ("ph": "X"), one process per rank
+  // and one thread per thread of it, times in microseconds.
+  nlohmann::json mine = nlohmann::json::array();
+  for (std::size_t i = 0; i < timeline_.size(); ++i) {
+    const Timeline::Event& ev = timeline_[i];
+    nlohmann::json j = {{"name", ev.name}, {"ph", "X"},   {"pid", comm_.rank()},
+                        {"tid", ev.thread}, {"ts", ev.begin_us}, {"dur", ev.end_us - ev.begin_us}};
+    if (ev.step >= 0) j["args"] = {{"step", ev.step}};
+    mine.push_back(std::move(j));
+  }
+  if (timeline_.dropped() > 0)
+    log_.info(str_cat("trace: ", timeline_.dropped(), " events past the trace's room left out"));
+  nlohmann::json all = nlohmann::json::array();
+  for (int r = 0; r < comm_.size(); ++r) {
+    const std::string part = broadcast_string(comm_, comm_.rank() == r ? mine.dump() : std::string(), r);
+    if (comm_.rank() != 0) continue;
+    for (auto& ev : nlohmann::json::parse(part)) all.push_back(std::move(ev));
+    all.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", r}, {"args", {{"name", str_cat("rank ", r)}}}});
+    all.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", r}, {"tid", 0}, {"args", {{"name", "main"}}}});
+    all.push_back(
+        {{"name", "thread_name"}, {"ph", "M"}, {"pid", r}, {"tid", 1}, {"args", {{"name", "communication"}}}});
+  }
+  run_collectively(comm_, [&] {
+    if (comm_.rank() != 0) return;
+    const nlohmann::json trace = {{"traceEvents", all}, {"displayTimeUnit", "ms"}};
+    write_file_atomic(cfg_.run_dir + "/trace.json", trace.dump() + "\n");
+    log_.info(str_cat("trace of the first ", cfg_.trace_steps, " steps: ", cfg_.run_dir, "/trace.json"));
+  });
 }
 
 void Trainer::record_end(int64_t step, const TrainResult& result) const {
@@ -236,6 +297,20 @@ void Trainer::record_end(int64_t step, const TrainResult& result) const {
   e["train_s"] = result.train_seconds;
   e["comm_s"] = result.comm_seconds;
   e["samples_per_s"] = result.samples_per_s;
+  // Rank 0's seconds per phase of the training loop (train_s is the steps:
+  // data + compute + wait + comm + optimizer).
+  e["breakdown"] = {{"data_s", result.data_seconds},
+                    {"compute_s", result.compute_seconds},
+                    {"wait_s", result.wait_seconds},
+                    {"comm_s", result.comm_seconds},
+                    {"optimizer_s", result.optimizer_seconds},
+                    {"eval_s", result.eval_seconds},
+                    {"checkpoint_s", result.checkpoint_seconds},
+                    {"profiled_wait", cfg_.profile && !reducer_->overlapped()}};
+  e["comm"] = {{"algorithm", comm_.algorithm()},
+               {"compression", comm_.compression()},
+               {"buckets", reducer_->ranges().size()},
+               {"overlap", reducer_->overlapped()}};
   if (!result.test.empty()) e["test"] = result.test;
   log_.event("end", e);
 }

@@ -25,6 +25,16 @@ class Communicator {
   // bit-identical on every rank.
   virtual void allreduce_sum(float* data, std::size_t n) = 0;
   virtual void allreduce_sum(double* data, std::size_t n) = 0;
+  // The gradient path: like allreduce_sum(float*), but over the wire in the
+  // configured format (comm.compression; wire_format.hpp), so results are
+  // rounded to bf16/fp16 when compression is on (same bits on every rank).
+  // Flags and sums that must stay exact go through allreduce_sum.
+  virtual void allreduce_gradients(float* data, std::size_t n) { allreduce_sum(data, n); }
+  virtual std::string compression() const { return "none"; }
+  // Whether one other thread may make this communicator's calls while the
+  // thread that owns it waits for that thread (MPI_THREAD_SERIALIZED): the
+  // communication thread of comm.overlap.
+  virtual bool allows_comm_thread() const { return true; }
   virtual int allreduce_min(int value) = 0;
   virtual void broadcast(void* data, std::size_t bytes, int root) = 0;
   virtual void barrier() = 0;
@@ -33,6 +43,8 @@ class Communicator {
   // Prepares buffers for allreduce_sum(float*, n) so the step loop never
   // allocates. Optional.
   virtual void reserve(std::size_t /*floats*/) {}
+  // Same for allreduce_gradients(data, n) with n <= floats.
+  virtual void reserve_gradients(std::size_t floats) { reserve(floats); }
   // Collective: a zeroed buffer of n floats that allreduce_sum reduces where
   // it lies, faster than other memory (comm.algorithm=shm: in the node's
   // shared memory), owned by the communicator and valid as long as it lives

@@ -12,6 +12,13 @@
 // result is bit-identical on every rank and deterministic run to run. Each
 // rank moves 2(p-1)/p * n floats, the bandwidth optimum.
 //
+// Compressed (WireFormat bf16 or fp16, comm.compression): every message
+// carries 16-bit values, half the bytes. A rank rounds its partial sum of a
+// chunk to 16 bits to send it, and the receiver widens it and adds in fp32.
+// The owner of a finished chunk rounds it once more, keeps the rounded value
+// itself and all-gathers those 16-bit patterns: every rank ends with the same
+// bits, and the same inputs give the same result run to run.
+//
 // The receive scratch is allocated (and touched) by reserve(), never per call.
 // Each exchange is a non-blocking receive + send; with a Watchdog the wait
 // never lasts for ever (watchdog.hpp).
@@ -23,6 +30,7 @@
 #include <vector>
 
 #include "ringtrain/comm/watchdog.hpp"
+#include "ringtrain/comm/wire_format.hpp"
 #include "ringtrain/util/big_buffer.hpp"
 
 namespace ringtrain {
@@ -31,16 +39,21 @@ class RingAllreduce {
  public:
   // `watchdog` (optional, not owned) bounds every wait.
   explicit RingAllreduce(MPI_Comm comm, Watchdog* watchdog = nullptr);
-  void reserve(std::size_t n);
-  void run(float* data, std::size_t n);
+  // Buffers for run(data, n, wire) (the 16-bit ones only for bf16/fp16).
+  void reserve(std::size_t n, WireFormat wire = WireFormat::kFp32);
+  void run(float* data, std::size_t n, WireFormat wire = WireFormat::kFp32);
 
  private:
   std::size_t chunk_begin(int c, std::size_t n) const;
-  void exchange(const float* send, int send_count, float* recv, int recv_count, const char* what);
+  void run_compressed(float* data, std::size_t n, WireFormat wire);
+  void exchange(const void* send, int send_count, void* recv, int recv_count, MPI_Datatype type,
+                const char* what);
   MPI_Comm comm_;
   Watchdog* watchdog_;
   int rank_, size_, right_, left_;
   BigBuffer<float> scratch_;
+  BigBuffer<uint16_t> wire_;          // compressed: the whole buffer's 16-bit patterns
+  BigBuffer<uint16_t> wire_scratch_;  // compressed: one received chunk
 };
 
 // Throws RuntimeError naming the call when an MPI function did not succeed.

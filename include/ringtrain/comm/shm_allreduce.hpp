@@ -30,6 +30,7 @@
 #include <mpi.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "ringtrain/comm/watchdog.hpp"
@@ -58,7 +59,8 @@ class ShmAllreduce {
   // fewer floats) skips the staging copies: rank r sums slice r straight
   // from every rank's buffer into its own, and each rank then copies the
   // other slices from their owners. Valid until the destructor (every call
-  // makes a new window; earlier buffers stay valid). CollectiveError when
+  // makes a new window; earlier buffers stay valid). A part of it (the same
+  // offset on every rank) is reduced in place too. CollectiveError when
   // /dev/shm has no room for every rank's n floats.
   float* shared_buffer(std::size_t n);
   // Collective: every rank passes the same n, and either every rank a buffer
@@ -67,16 +69,16 @@ class ShmAllreduce {
   void run(float* data, std::size_t n);
 
  private:
-  static constexpr int kInPlace = 1, kStaged = 2;
+  static constexpr int64_t kInPlace = 1, kStaged = 2;  // agree(): in place is 1 + 2 * offset
   struct DataWindow {
     MPI_Win win = MPI_WIN_NULL;
     std::size_t n = 0;
     std::vector<float*> slots;  // every rank's buffer, as mapped here
   };
   void run_staged(float* data, std::size_t n);
-  void run_in_place(const std::vector<float*>& slots, std::size_t n);
+  void run_in_place(const std::vector<float*>& slots, std::size_t offset, std::size_t n);
   void barrier(const char* what);
-  void agree(int path, const char* what);
+  void agree(int64_t path, const char* what);
   void wait(MPI_Request& req, const char* what);
   void sync_windows();
   void free_window();

@@ -26,6 +26,17 @@
 namespace ringtrain {
 
 enum class Activation { kRelu, kTanh };
+
+// Told by Mlp::backward() each time a longer prefix of the gradient buffer
+// holds its final values (after each layer), so those gradients can be
+// all-reduced while backward goes on (comm.overlap).
+class GradientsReady {
+ public:
+  virtual void gradients_ready(std::size_t prefix) = 0;
+
+ protected:
+  ~GradientsReady() = default;
+};
 Activation parse_activation(const std::string& name);  // UsageError if unknown
 const char* activation_name(Activation a);
 
@@ -68,8 +79,12 @@ class Mlp {
   ConstMatMap forward(const float* x, int batch, bool training, uint64_t dropout_key = 0);
 
   // dout: (batch, output_size) gradient of the summed loss w.r.t. the outputs
-  // of the last forward(). Writes the parameter gradients into grads.
-  void backward(const float* dout, float* grads);
+  // of the last forward(). Writes the parameter gradients into grads. With
+  // a `ready` sink, calls it after each layer with the length of the prefix
+  // of grads that is final (the values of gradient_ready_points()).
+  void backward(const float* dout, float* grads, GradientsReady* ready = nullptr);
+  // The prefixes backward() completes, in order, ending with num_params().
+  std::vector<std::size_t> gradient_ready_points() const;
 
  private:
   struct Layer {
@@ -84,6 +99,7 @@ class Mlp {
   MlpSpec spec_;
   int max_batch_;
   ParamLayout layout_;
+  std::vector<std::size_t> ready_points_;  // gradient_ready_points(), set by the constructor
   BigBuffer<float> params_;
   std::vector<Layer> layers_;
   const float* input_ = nullptr;

@@ -73,6 +73,11 @@ struct TrainConfig {
 
   std::string comm_algorithm = "ring";  // comm.algorithm
   double comm_timeout_seconds = 300;    // comm.timeout_seconds (0: no watchdog)
+  std::string comm_compression = "none";  // comm.compression: none | bf16 | fp16
+  double comm_bucket_mb = 4;            // comm.bucket_mb (0: one bucket)
+  bool comm_overlap = false;            // comm.overlap
+  int64_t trace_steps = 0;              // run.trace: steps in trace.json (0: none)
+  bool profile = false;                 // run.profile: barrier before the all-reduce, to time the waiting
   bool requeue = false;                 // train.requeue (acted on by app/)
   bool progress = true;                 // run.progress
 

@@ -27,6 +27,7 @@
 #include "ringtrain/io/data_reader.hpp"
 #include "ringtrain/nn/metrics.hpp"
 #include "ringtrain/nn/mlp.hpp"
+#include "ringtrain/comm/bucket_reducer.hpp"
 #include "ringtrain/optim/lr_schedule.hpp"
 #include "ringtrain/optim/optimizer.hpp"
 #include "ringtrain/train/config.hpp"
@@ -35,6 +36,7 @@
 #include "ringtrain/train/run_log.hpp"
 #include "ringtrain/train/tracker.hpp"
 #include "ringtrain/util/big_buffer.hpp"
+#include "ringtrain/util/timeline.hpp"
 #include "ringtrain/util/timer.hpp"
 
 namespace ringtrain {
@@ -47,7 +49,13 @@ struct TrainResult {
   std::map<std::string, double> test;       // test_* metrics (when data.test is given)
   double samples_per_s = 0;                 // over all training steps
   double train_seconds = 0;                 // time in training steps
-  double comm_seconds = 0;                  // of which in the gradient all-reduce
+  double comm_seconds = 0;                  // of which in the gradient all-reduce (what backward did not hide)
+  // The rest of the step-time breakdown (this rank's seconds): the batch's
+  // rows, forward + loss + backward, waiting for the slowest rank (run.profile;
+  // otherwise inside comm_seconds), the optimizer; evaluations; handing
+  // checkpoints to the writer (rank 0).
+  double data_seconds = 0, compute_seconds = 0, wait_seconds = 0, optimizer_seconds = 0;
+  double eval_seconds = 0, checkpoint_seconds = 0;
   StopReason stop = StopReason::kNone;      // why training ended early
   std::string stop_message;
   bool interrupted = false;                 // stopped before the end: resume to go on
@@ -104,6 +112,9 @@ class Trainer {
   void end_of_training(int64_t step, TrainResult& result);
   // Rank 0: the "end" record of events.jsonl (why, wall time, throughput).
   void record_end(int64_t step, const TrainResult& result) const;
+  // Collective: every rank's timeline into rank 0's trace.json (run.trace).
+  void write_trace();
+  bool tracing(int64_t step) const { return step - start_step_ < cfg_.trace_steps; }
 
   // trainer_state.cpp: what checkpoints hold, resuming, init_from, freeze.
   void stage_model(SavedModel& m, int64_t step) const;
@@ -129,6 +140,11 @@ class Trainer {
   TrainingPlan plan_;
   int64_t total_steps_ = 0;
   double comm_seconds_ = 0;
+  // Step-time breakdown of this launch (this rank): gathering the batch,
+  // forward + loss + backward, waiting for the slowest rank (run.profile),
+  // the optimizer; evaluation; comm_seconds_ is the all-reduce.
+  double data_seconds_ = 0, compute_seconds_ = 0, wait_seconds_ = 0, optimizer_seconds_ = 0;
+  double eval_seconds_ = 0;
   double save_seconds_ = 0;  // rank 0's time in save(): waiting for the writer and copying the state
   Timer wall_, since_checkpoint_;
   Timer since_launch_;  // from construction: set-up (data, model, resume) included
@@ -157,6 +173,8 @@ class Trainer {
   float* grads_ = nullptr;
   std::size_t grads_n_ = 0;
   BigBuffer<float> grads_storage_;
+  std::unique_ptr<BucketReducer> reducer_;  // all-reduces grads_ (comm.bucket_mb, comm.overlap)
+  Timeline timeline_;                       // run.trace
   BigBuffer<float> batch_x_, batch_y_, dout_;
   std::vector<int32_t> batch_labels_, predicted_;
 };
