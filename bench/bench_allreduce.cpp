@@ -49,6 +49,8 @@ struct Options {
   std::size_t max_bytes = std::size_t(256) << 20;
   int iters = 0;   // 0: chosen per size (iterations_for)
   int warmup = -1; // -1: chosen per size
+  std::size_t ring_segment = ringtrain::RingAllreduce::kDefaultSegment;
+  std::string only;  // comma-separated algorithm names; empty: all
 };
 
 // One all-reduce under test; the last one of the list is MPI_Allreduce.
@@ -67,12 +69,15 @@ struct Result {
 
 const char* kUsage =
     "usage: mpirun -np P bench_allreduce [--max-bytes N[K|M|G]] [--json FILE]\n"
-    "                                    [--iters N] [--warmup N]\n"
+    "                                    [--iters N] [--warmup N] [--algorithms A,B]\n"
+    "                                    [--ring-segment FLOATS]\n"
     "  --max-bytes N  largest buffer (default 256M); sizes are 4 B * 4^k plus the\n"
     "                 default model's gradient (235146 floats = 940584 B)\n"
     "  --json FILE    also write the results as JSON (rank 0)\n"
     "  --iters N      timed calls per size (default: 2^31 B / size, in [50, 5000])\n"
-    "  --warmup N     untimed calls per size before timing (default: iters/10, >= 3)\n";
+    "  --warmup N     untimed calls per size before timing (default: iters/10, >= 3)\n"
+    "  --algorithms L only these of ours (comma-separated names), beside mpi\n"
+    "  --ring-segment N  floats per pipelined segment of the ring (default 65536)\n";
 
 std::size_t parse_bytes(const std::string& text) {
   std::size_t pos = 0;
@@ -98,6 +103,8 @@ Options parse_options(int argc, char** argv) {
     else if (a == "--max-bytes") o.max_bytes = parse_bytes(value());
     else if (a == "--iters") o.iters = std::stoi(value());
     else if (a == "--warmup") o.warmup = std::stoi(value());
+    else if (a == "--algorithms") o.only = "," + value() + ",";
+    else if (a == "--ring-segment") o.ring_segment = std::stoul(value());
     else if (a == "-h" || a == "--help") throw std::invalid_argument("");
     else throw std::invalid_argument("unknown option '" + a + "'");
   }
@@ -264,7 +271,7 @@ int run(const Options& o, int rank, int p) {
   // value-initialised: every page touched now.
   ringtrain::BigBuffer<float> a(max_n);
   // Scratch and staging reserved up front, as the trainer does.
-  ringtrain::RingAllreduce ring(MPI_COMM_WORLD);
+  ringtrain::RingAllreduce ring(MPI_COMM_WORLD, nullptr, o.ring_segment);
   ring.reserve(max_n);
   std::vector<Algo> algos = {{"ring", [&](float* d, std::size_t n) { ring.run(d, n); }}};
   std::unique_ptr<ringtrain::ShmAllreduce> shm;
@@ -276,6 +283,12 @@ int run(const Options& o, int rank, int p) {
     float* shared = shm->shared_buffer(max_n);
     algos.push_back({"shm", [&](float* d, std::size_t n) { shm->run(d, n); }, shared});
     algos.push_back({"shm_copy", [&](float* d, std::size_t n) { shm->run(d, n); }});
+  }
+  if (!o.only.empty()) {
+    std::vector<Algo> picked;
+    for (Algo& a : algos)
+      if (o.only.find("," + a.name + ",") != std::string::npos) picked.push_back(std::move(a));
+    algos = std::move(picked);
   }
   algos.push_back({"mpi", [](float* d, std::size_t n) {
                      ringtrain::check_mpi(

@@ -13,7 +13,8 @@ void check_mpi(int rc, const char* what) {
   throw RuntimeError(str_cat(what, " failed: ", std::string(text, len)));
 }
 
-RingAllreduce::RingAllreduce(MPI_Comm comm, Watchdog* watchdog) : comm_(comm), watchdog_(watchdog) {
+RingAllreduce::RingAllreduce(MPI_Comm comm, Watchdog* watchdog, std::size_t segment)
+    : comm_(comm), watchdog_(watchdog), segment_(std::max<std::size_t>(segment, 1)) {
   check_mpi(MPI_Comm_rank(comm, &rank_), "MPI_Comm_rank");
   check_mpi(MPI_Comm_size(comm, &size_), "MPI_Comm_size");
   right_ = (rank_ + 1) % size_;
@@ -26,17 +27,15 @@ void RingAllreduce::exchange(const void* send, int send_count, void* recv, int r
   MPI_Request reqs[2];
   check_mpi(MPI_Irecv(recv, recv_count, type, left_, kTag, comm_, &reqs[0]), what);
   check_mpi(MPI_Isend(send, send_count, type, right_, kTag, comm_, &reqs[1]), what);
-  if (watchdog_) {
-    watchdog_->wait(2, reqs, what);
-  } else {
-    check_mpi(MPI_Waitall(2, reqs, MPI_STATUSES_IGNORE), what);
-  }
+  wait(2, reqs, what);
 }
 
 void RingAllreduce::reserve(std::size_t n, WireFormat wire) {
   const std::size_t chunk = (n + size_ - 1) / size_;
   if (wire == WireFormat::kFp32) {
     if (scratch_.size() < chunk) scratch_.assign(chunk, 0.0f);
+    const std::size_t segments = 2 * ((chunk + segment_ - 1) / segment_);  // receives, then sends
+    if (requests_.size() < segments) requests_.assign(segments, MPI_REQUEST_NULL);
     return;
   }
   if (wire_.size() < n) wire_.assign(n, 0);
@@ -55,20 +54,60 @@ void RingAllreduce::run(float* data, std::size_t n, WireFormat wire) {
   auto mod = [this](int v) { return ((v % size_) + size_) % size_; };
   auto len = [&](int c) { return static_cast<int>(chunk_begin(c + 1, n) - chunk_begin(c, n)); };
 
-  for (int s = 0; s < size_ - 1; ++s) {  // reduce-scatter
+  for (int s = 0; s < size_ - 1; ++s) {  // reduce-scatter, pipelined in segments
     const int send = mod(rank_ - s), recv = mod(rank_ - s - 1);
-    exchange(data + chunk_begin(send, n), len(send), scratch_.data(), len(recv), MPI_FLOAT,
-             "the ring all-reduce (reduce-scatter)");
-    float* dst = data + chunk_begin(recv, n);
-    const float* src = scratch_.data();
-    const int count = len(recv);
-    for (int i = 0; i < count; ++i) dst[i] += src[i];  // vectorised at -O3 -march=native
+    reduce_step(data + chunk_begin(send, n), std::size_t(len(send)), data + chunk_begin(recv, n),
+                std::size_t(len(recv)));
   }
   for (int s = 0; s < size_ - 1; ++s) {  // all-gather
     const int send = mod(rank_ + 1 - s), recv = mod(rank_ - s);
     exchange(data + chunk_begin(send, n), len(send), data + chunk_begin(recv, n), len(recv), MPI_FLOAT,
              "the ring all-reduce (all-gather)");
   }
+}
+
+void RingAllreduce::reduce_step(const float* send, std::size_t send_n, float* dst, std::size_t recv_n) {
+  constexpr int kTag = 0x53;
+  constexpr const char* what = "the ring all-reduce (reduce-scatter)";
+  // Both sides cut a chunk the same way (the chunk's length decides), and
+  // messages of one pair and tag arrive in order, so segment k meets segment
+  // k. Two segments are in flight each way: while segment k is added, k + 1
+  // travels (more at once made Open MPI's shared-memory transport slower).
+  const std::size_t rsegs = (recv_n + segment_ - 1) / segment_, ssegs = (send_n + segment_ - 1) / segment_;
+  MPI_Request* recvs = requests_.data();
+  MPI_Request* sends = recvs + rsegs;
+  float* scratch = scratch_.data();
+  auto post_recv = [&](std::size_t k) {
+    const std::size_t b = k * segment_, e = std::min(recv_n, b + segment_);
+    check_mpi(MPI_Irecv(scratch + b, int(e - b), MPI_FLOAT, left_, kTag, comm_, &recvs[k]), what);
+  };
+  auto post_send = [&](std::size_t k) {
+    const std::size_t b = k * segment_, e = std::min(send_n, b + segment_);
+    check_mpi(MPI_Isend(send + b, int(e - b), MPI_FLOAT, right_, kTag, comm_, &sends[k]), what);
+  };
+  constexpr std::size_t kInFlight = 2;
+  for (std::size_t k = 0; k < std::min(kInFlight, rsegs); ++k) post_recv(k);
+  for (std::size_t k = 0; k < std::min(kInFlight, ssegs); ++k) post_send(k);
+  for (std::size_t k = 0; k < std::max(rsegs, ssegs); ++k) {
+    if (k < ssegs) {
+      wait(1, &sends[k], what);
+      if (k + kInFlight < ssegs) post_send(k + kInFlight);
+    }
+    if (k < rsegs) {
+      wait(1, &recvs[k], what);
+      if (k + kInFlight < rsegs) post_recv(k + kInFlight);
+      const std::size_t b = k * segment_, e = std::min(recv_n, b + segment_);
+      float* __restrict d = dst + b;
+      const float* __restrict src = scratch + b;
+      for (std::size_t i = 0; i < e - b; ++i) d[i] += src[i];  // vectorised at -O3 -march=native
+    }
+  }
+}
+
+void RingAllreduce::wait(int n, MPI_Request* requests, const char* what) {
+  if (n == 0) return;
+  if (watchdog_) return watchdog_->wait(n, requests, what);
+  check_mpi(MPI_Waitall(n, requests, MPI_STATUSES_IGNORE), what);
 }
 
 void RingAllreduce::run_compressed(float* data, std::size_t n, WireFormat wire) {
