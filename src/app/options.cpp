@@ -12,6 +12,7 @@
 #include <map>
 #include <sstream>
 
+#include "ringtrain/comm/mpi_communicator.hpp"
 #include "ringtrain/util/error.hpp"
 
 namespace ringtrain {
@@ -100,11 +101,12 @@ const OptionDef kOptions[] = {
     {"early_stop.divergence", "", "stop at once when the monitor is worse than this (empty: none)"},
     {"early_stop.restore_best", "false", "end with the best weights as the final model, whatever stopped it"},
     {"comm.algorithm", "ring",
-     "gradient all-reduce: ring (ringtrain's) | shm (ringtrain's, all ranks on one node, shared memory) | mpi "
-     "(MPI_Allreduce)"},
+     "gradient all-reduce: auto (by size: recursive doubling for small buffers, then shm on one node, "
+     "hierarchical across nodes) | ring (over messages) | shm (all ranks on one node, shared memory) | "
+     "hierarchical (shared memory in each node, one ring between nodes) | mpi (MPI_Allreduce)"},
     {"comm.compression", "none",
-     "gradients on the wire: none | bf16 | fp16 (16 bits per value, fp32 accumulation and weights; "
-     "comm.algorithm=ring)"},
+     "gradients on the wire: none | bf16 | fp16 (16 bits per value, fp32 accumulation and weights; not with "
+     "comm.algorithm=shm or mpi)"},
     {"comm.bucket_mb", "4",
      "all-reduce the gradients in buckets of at least this many MiB, cut at layer boundaries (0: one bucket)"},
     {"comm.overlap", "false",
@@ -255,14 +257,13 @@ TrainConfig to_config(const Values& v) {
   c.resume = v.at("resume");
   if (c.resume.empty()) bad_value("resume", c.resume, "none, auto or a checkpoint path");
   c.comm_algorithm = v.at("comm.algorithm");
-  if (c.comm_algorithm != "ring" && c.comm_algorithm != "shm" && c.comm_algorithm != "mpi")
-    bad_value("comm.algorithm", c.comm_algorithm, "ring, shm or mpi");
+  if (!is_algorithm(c.comm_algorithm)) bad_value("comm.algorithm", c.comm_algorithm, kAlgorithms);
   c.comm_compression = v.at("comm.compression");
   if (c.comm_compression != "none" && c.comm_compression != "bf16" && c.comm_compression != "fp16")
     bad_value("comm.compression", c.comm_compression, "none, bf16 or fp16");
-  if (c.comm_compression != "none" && c.comm_algorithm != "ring")
-    throw UsageError(str_cat("comm.compression=", c.comm_compression, " needs comm.algorithm=ring (got ",
-                             c.comm_algorithm, ")"));
+  if (c.comm_compression != "none" && (c.comm_algorithm == "shm" || c.comm_algorithm == "mpi"))
+    throw UsageError(str_cat("comm.compression=", c.comm_compression,
+                             " needs comm.algorithm=ring, hierarchical or auto (got ", c.comm_algorithm, ")"));
   c.comm_bucket_mb = to_double(v, "comm.bucket_mb");
   if (c.comm_bucket_mb < 0 || c.comm_bucket_mb > 1e6)
     throw UsageError(str_cat("comm.bucket_mb: expected a value in [0, 1e6], got ", v.at("comm.bucket_mb")));

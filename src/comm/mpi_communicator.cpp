@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <limits>
 
+#include "ringtrain/comm/hierarchical_allreduce.hpp"
+#include "ringtrain/comm/recursive_doubling.hpp"
 #include "ringtrain/comm/ring_allreduce.hpp"
 #include "ringtrain/comm/shm_allreduce.hpp"
 #include "ringtrain/comm/watchdog.hpp"
@@ -41,6 +43,14 @@ class MpiCommunicator final : public Communicator {
     ring_ = std::make_unique<RingAllreduce>(comm_, watchdog_.get());
     try {
       if (algorithm_ == "shm") shm_ = std::make_unique<ShmAllreduce>(comm_, watchdog_.get());
+      if (algorithm_ == "hierarchical") hier_ = std::make_unique<HierarchicalAllreduce>(comm_, watchdog_.get());
+      if (algorithm_ == "auto") {
+        small_ = std::make_unique<RecursiveDoubling>(comm_, watchdog_.get());
+        if (ShmAllreduce::single_node(comm_))
+          shm_ = std::make_unique<ShmAllreduce>(comm_, watchdog_.get());
+        else
+          hier_ = std::make_unique<HierarchicalAllreduce>(comm_, watchdog_.get());
+      }
     } catch (...) {  // ranks on several nodes: the destructor will not run
       ring_.reset();
       watchdog_.reset();
@@ -50,6 +60,8 @@ class MpiCommunicator final : public Communicator {
   }
   ~MpiCommunicator() override {
     shm_.reset();  // collective: every rank frees the window
+    hier_.reset();
+    small_.reset();
     ring_.reset();
     watchdog_.reset();
     int finalized = 0;
@@ -66,31 +78,20 @@ class MpiCommunicator final : public Communicator {
     MPI_Query_thread(&level);
     return level >= MPI_THREAD_SERIALIZED;
   }
-  void reserve(std::size_t n) override {
-    if (shm_) return shm_->reserve(n);
-    ring_->reserve(n);
+  void reserve(std::size_t n) override { reserve_for(n, WireFormat::kFp32); }
+  void reserve_gradients(std::size_t n) override { reserve_for(n, wire_); }
+  float* shared_gradient_buffer(std::size_t n) override {
+    if (shm_) return shm_->shared_buffer(n);
+    if (hier_) return hier_->shared_buffer(n);
+    return nullptr;
   }
-  void reserve_gradients(std::size_t n) override {
-    if (wire_ == WireFormat::kFp32) return reserve(n);
-    ring_->reserve(n, wire_);
-  }
-  void allreduce_gradients(float* data, std::size_t n) override {
-    if (wire_ == WireFormat::kFp32) return allreduce_sum(data, n);
-    ring_->run(data, n, wire_);
-  }
-  float* shared_gradient_buffer(std::size_t n) override { return shm_ ? shm_->shared_buffer(n) : nullptr; }
   void keep_alive() override { watchdog_->answer_roll_calls(Watchdog::kBusy); }
 
   // The float path with comm.algorithm=mpi stays the blocking MPI_Allreduce:
-  // it is the reference the ring is checked and benchmarked against. Every
-  // other collective is non-blocking and waited for by the watchdog.
-  void allreduce_sum(float* data, std::size_t n) override {
-    if (shm_) return shm_->run(data, n);
-    if (algorithm_ == "ring") return ring_->run(data, n);
-    check_count(n);
-    check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_FLOAT, MPI_SUM, comm_),
-              "MPI_Allreduce");
-  }
+  // it is the reference the others are checked and benchmarked against.
+  // Every other collective is non-blocking and waited for by the watchdog.
+  void allreduce_sum(float* data, std::size_t n) override { reduce(data, n, WireFormat::kFp32); }
+  void allreduce_gradients(float* data, std::size_t n) override { reduce(data, n, wire_); }
   void allreduce_sum(double* data, std::size_t n) override {
     check_count(n);
     MPI_Request req;
@@ -122,6 +123,26 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
+  // Which algorithm a call of n floats takes: the same on every rank (it
+  // depends on n and the configuration only), so every rank runs the same.
+  void reduce(float* data, std::size_t n, WireFormat wire) {
+    if (algorithm_ == "mpi") {
+      check_count(n);
+      check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_FLOAT, MPI_SUM, comm_),
+                "MPI_Allreduce");
+      return;
+    }
+    if (small_ && n * sizeof(float) <= kAutoSmallBytes) return small_->run(data, n);
+    if (hier_) return hier_->run(data, n, wire);
+    if (shm_ && wire == WireFormat::kFp32) return shm_->run(data, n);
+    ring_->run(data, n, wire);
+  }
+  void reserve_for(std::size_t n, WireFormat wire) {
+    if (small_) small_->reserve(std::min(n, kAutoSmallBytes / sizeof(float)));
+    if (hier_) return hier_->reserve(n, wire);
+    if (shm_ && wire == WireFormat::kFp32) return shm_->reserve(n);
+    ring_->reserve(n, wire);
+  }
   static void check_count(std::size_t n) {
     RT_CHECK(n <= std::size_t(std::numeric_limits<int>::max()), "message of ", n,
              " elements exceeds MPI's int count");
@@ -132,10 +153,16 @@ class MpiCommunicator final : public Communicator {
   int rank_ = 0, size_ = 1;
   std::unique_ptr<Watchdog> watchdog_;
   std::unique_ptr<RingAllreduce> ring_;
-  std::unique_ptr<ShmAllreduce> shm_;  // comm.algorithm=shm
+  std::unique_ptr<ShmAllreduce> shm_;            // shm, or auto on one node
+  std::unique_ptr<HierarchicalAllreduce> hier_;  // hierarchical, or auto across nodes
+  std::unique_ptr<RecursiveDoubling> small_;     // auto: calls of at most kAutoSmallBytes
 };
 
 }  // namespace
+
+bool is_algorithm(const std::string& name) {
+  return name == "auto" || name == "ring" || name == "shm" || name == "hierarchical" || name == "mpi";
+}
 
 std::string mpi_build_version() {
 #if defined(OMPI_MAJOR_VERSION)
@@ -150,12 +177,12 @@ std::string mpi_build_version() {
 
 std::unique_ptr<Communicator> make_mpi_communicator(const std::string& algorithm, double timeout_s,
                                                     const std::string& compression) {
-  if (algorithm != "ring" && algorithm != "mpi" && algorithm != "shm")
-    throw UsageError(str_cat("comm.algorithm: expected ring, shm or mpi, got '", algorithm, "'"));
+  if (!is_algorithm(algorithm))
+    throw UsageError(str_cat("comm.algorithm: expected ", kAlgorithms, ", got '", algorithm, "'"));
   const WireFormat wire = parse_wire_format(compression);
-  if (wire != WireFormat::kFp32 && algorithm != "ring")
-    throw UsageError(str_cat("comm.compression=", compression, " needs comm.algorithm=ring (got '", algorithm,
-                             "': shm adds in shared memory, mpi is the uncompressed reference)"));
+  if (wire != WireFormat::kFp32 && (algorithm == "shm" || algorithm == "mpi"))
+    throw UsageError(str_cat("comm.compression=", compression, " needs comm.algorithm=ring, hierarchical or auto (got '",
+                             algorithm, "': shm adds in shared memory, mpi is the uncompressed reference)"));
   return std::make_unique<MpiCommunicator>(algorithm, timeout_s, wire);
 }
 

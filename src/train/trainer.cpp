@@ -81,11 +81,13 @@ Trainer::Trainer(TrainConfig cfg, Communicator& comm)
   // hold no collectives).
   grads_n_ = model_->num_params() + kTail;
   grads_ = comm_.shared_gradient_buffer(grads_n_);
-  if (grads_ == nullptr)
-    run_collectively(comm_, [&] {  // out of memory on one rank: the same error on all
-      grads_storage_.assign(grads_n_, 0.0f);
-      grads_ = grads_storage_.data();
-    });
+  // Every rank, shared buffer or not (hierarchical: a node of one rank has
+  // none): out of memory on one rank is the same error on all.
+  run_collectively(comm_, [&] {
+    if (grads_ != nullptr) return;
+    grads_storage_.assign(grads_n_, 0.0f);
+    grads_ = grads_storage_.data();
+  });
   const auto bucket_floats = std::size_t(cfg_.comm_bucket_mb * double(1 << 20) / sizeof(float));
   reducer_ = std::make_unique<BucketReducer>(comm_, grads_, model_->num_params(), grads_n_,
                                              model_->gradient_ready_points(), bucket_floats, cfg_.comm_overlap);

@@ -19,8 +19,20 @@ TEST_CASE("defaults match DESIGN.md") {
   CHECK(c.comm_algorithm == "ring");
   CHECK(c.optim.name == "sgd");
   CHECK(c.shuffle);
-  for (const char* algo : {"ring", "shm", "mpi"})
+  for (const char* algo : {"auto", "ring", "shm", "hierarchical", "mpi"})
     CHECK(parse_train_args({std::string("--comm.algorithm=") + algo}).config.comm_algorithm == algo);
+  CHECK(c.comm_compression == "none");
+  CHECK(c.comm_bucket_mb == 4);
+  CHECK_FALSE(c.comm_overlap);
+  CHECK(c.trace_steps == 0);
+  const TrainConfig o = parse_train_args({"--comm.compression=bf16", "--comm.overlap=true", "--comm.bucket_mb=0.5",
+                                          "--run.trace=10", "--run.profile=true"})
+                            .config;
+  CHECK(o.comm_compression == "bf16");
+  CHECK(o.comm_overlap);
+  CHECK(o.comm_bucket_mb == 0.5);
+  CHECK(o.trace_steps == 10);
+  CHECK(o.profile);
 }
 
 TEST_CASE("INI file and command line; the command line wins") {
@@ -57,6 +69,13 @@ TEST_CASE("bad options are usage errors naming the key") {
   fails_with({"--model.activation=gelu"}, "model.activation");
   fails_with({"--optim.decay=linear"}, "optim.decay");
   fails_with({"--comm.algorithm=tree"}, "comm.algorithm");
+  fails_with({"--comm.compression=fp8"}, "comm.compression");
+  fails_with({"--comm.compression=bf16", "--comm.algorithm=shm"}, "comm.compression=bf16 needs comm.algorithm=ring");
+  fails_with({"--comm.compression=fp16", "--comm.algorithm=mpi"}, "comm.compression=fp16 needs");
+  fails_with({"--comm.bucket_mb=-1"}, "comm.bucket_mb");
+  fails_with({"--comm.overlap=sometimes"}, "comm.overlap");
+  fails_with({"--run.trace=-5"}, "run.trace");
+  fails_with({"--run.profile=yes please"}, "run.profile");
   fails_with({"--comm.timeout_seconds=-1"}, "comm.timeout_seconds");
   fails_with({"--comm.timeout_seconds=soon"}, "comm.timeout_seconds");
   fails_with({"--train.requeue=please"}, "train.requeue");

@@ -124,7 +124,7 @@ TEST_CASE("ring, shared memory and MPI_Allreduce give the same training result")
   cfg.dropout = 0.2f;
   Trainer a(cfg, *ring);
   a.run();
-  for (const char* algo : {"shm", "mpi"}) {
+  for (const char* algo : {"shm", "mpi", "auto", "hierarchical"}) {
     CAPTURE(algo);
     auto other = make_mpi_communicator(algo);
     cfg.run_dir = data.dir() + "/run_" + algo;

@@ -21,15 +21,28 @@ class MpiEnvironment {
   MpiEnvironment& operator=(const MpiEnvironment&) = delete;
 };
 
+// comm.algorithm's values, and the size up to which auto takes recursive
+// doubling (bench_allreduce: below it the count of messages is the cost).
+constexpr const char* kAlgorithms = "auto, ring, shm, hierarchical or mpi";
+constexpr std::size_t kAutoSmallBytes = std::size_t(64) << 10;
+bool is_algorithm(const std::string& name);
+
 // A communicator over a duplicate of MPI_COMM_WORLD. `algorithm` picks the
-// float all-reduce: "ring" (ours), "shm" (ours, one node, shared memory;
-// CollectiveError when the ranks span nodes) or "mpi" (MPI_Allreduce, the
-// reference). `compression` ("none", "bf16", "fp16") is the wire format of
-// allreduce_gradients; other than "none" it needs the ring.
-// UsageError naming comm.algorithm (comm.compression) when it is none of
-// those. Every collective
-// except the reference MPI_Allreduce waits under a watchdog of `timeout_s`
-// seconds (comm.timeout_seconds; 0: wait for ever; see watchdog.hpp).
+// float all-reduce:
+//   "ring"          ours over messages (ring_allreduce.hpp);
+//   "shm"           ours, one node, shared memory (CollectiveError when the
+//                   ranks span nodes);
+//   "hierarchical"  shared memory in each node, a ring of one rank per node
+//                   between them (hierarchical_allreduce.hpp);
+//   "auto"          by size: recursive doubling up to kAutoSmallBytes, then
+//                   shm on one node, hierarchical across nodes;
+//   "mpi"           MPI_Allreduce, the reference.
+// `compression` ("none", "bf16", "fp16") is the wire format of
+// allreduce_gradients (the ring's messages, and the leaders' ring of
+// hierarchical); not with shm or mpi. UsageError naming comm.algorithm or
+// comm.compression otherwise. Every collective except the reference
+// MPI_Allreduce waits under a watchdog of `timeout_s` seconds
+// (comm.timeout_seconds; 0: wait for ever; see watchdog.hpp).
 constexpr double kDefaultCommTimeout = 300;
 std::unique_ptr<Communicator> make_mpi_communicator(const std::string& algorithm,
                                                     double timeout_s = kDefaultCommTimeout,
