@@ -1,6 +1,8 @@
-// bench_allreduce: ringtrain's all-reduce algorithms (RingAllreduce, and
-// ShmAllreduce when every rank is on one node) against MPI_Allreduce, side by
-// side in one run, for float sum-all-reduce in place from 4 B to 256 MiB.
+// bench_allreduce: ringtrain's all-reduce algorithms (RingAllreduce,
+// RecursiveDoubling, ShmAllreduce when every rank is on one node,
+// HierarchicalAllreduce when they span nodes, and the trainer's
+// comm.algorithm=auto) against MPI_Allreduce, side by side in one run, for
+// float sum-all-reduce in place from 4 B to 256 MiB.
 //
 // What it measures, per size:
 //   - each call's wall time on every rank, from the exit of an MPI_Barrier to
@@ -23,6 +25,9 @@
 //
 // Not measured here: overlap with computation, more than one node, or ranks
 // that arrive late (the barrier removes that skew on purpose).
+#include "ringtrain/comm/hierarchical_allreduce.hpp"
+#include "ringtrain/comm/mpi_communicator.hpp"
+#include "ringtrain/comm/recursive_doubling.hpp"
 #include "ringtrain/comm/ring_allreduce.hpp"
 #include "ringtrain/comm/shm_allreduce.hpp"
 #include "ringtrain/util/big_buffer.hpp"
@@ -274,8 +279,24 @@ int run(const Options& o, int rank, int p) {
   ringtrain::RingAllreduce ring(MPI_COMM_WORLD, nullptr, o.ring_segment);
   ring.reserve(max_n);
   std::vector<Algo> algos = {{"ring", [&](float* d, std::size_t n) { ring.run(d, n); }}};
+  // Latency-optimal for small buffers; its scratch is as large as the buffer.
+  ringtrain::RecursiveDoubling rd(MPI_COMM_WORLD);
+  rd.reserve(max_n);
+  algos.push_back({"rd", [&](float* d, std::size_t n) { rd.run(d, n); }});
   std::unique_ptr<ringtrain::ShmAllreduce> shm;
-  if (ringtrain::ShmAllreduce::single_node(MPI_COMM_WORLD)) {
+  std::unique_ptr<ringtrain::HierarchicalAllreduce> hier;
+  const bool one_node = ringtrain::ShmAllreduce::single_node(MPI_COMM_WORLD);
+  if (!one_node) {  // across nodes: shared memory inside each, a ring between
+    hier = std::make_unique<ringtrain::HierarchicalAllreduce>(MPI_COMM_WORLD);
+    hier->reserve(max_n);
+    algos.push_back({"hierarchical", [&](float* d, std::size_t n) { hier->run(d, n); }, hier->shared_buffer(max_n)});
+  }
+  // The trainer's path with comm.algorithm=auto, in place on its shared buffer.
+  const std::unique_ptr<ringtrain::Communicator> automatic = ringtrain::make_mpi_communicator("auto");
+  automatic->reserve_gradients(max_n);
+  algos.push_back({"auto", [&](float* d, std::size_t n) { automatic->allreduce_gradients(d, n); },
+                   automatic->shared_gradient_buffer(max_n)});
+  if (one_node) {
     // "shm": in place on its shared buffer, as the trainer uses it;
     // "shm_copy": on ordinary memory, through the staging blocks.
     shm = std::make_unique<ringtrain::ShmAllreduce>(MPI_COMM_WORLD);

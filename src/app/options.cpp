@@ -100,7 +100,7 @@ const OptionDef kOptions[] = {
     {"early_stop.baseline", "", "stop unless the monitor beats this value within the patience (empty: none)"},
     {"early_stop.divergence", "", "stop at once when the monitor is worse than this (empty: none)"},
     {"early_stop.restore_best", "false", "end with the best weights as the final model, whatever stopped it"},
-    {"comm.algorithm", "ring",
+    {"comm.algorithm", "auto",
      "gradient all-reduce: auto (by size: recursive doubling for small buffers, then shm on one node, "
      "hierarchical across nodes) | ring (over messages) | shm (all ranks on one node, shared memory) | "
      "hierarchical (shared memory in each node, one ring between nodes) | mpi (MPI_Allreduce)"},

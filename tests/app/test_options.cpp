@@ -16,7 +16,7 @@ TEST_CASE("defaults match DESIGN.md") {
   CHECK(c.batch_per_rank == 64);
   CHECK(c.ref_batch == 256);
   CHECK(c.hidden == std::vector<int>{256, 128});
-  CHECK(c.comm_algorithm == "ring");
+  CHECK(c.comm_algorithm == "auto");
   CHECK(c.optim.name == "sgd");
   CHECK(c.shuffle);
   for (const char* algo : {"auto", "ring", "shm", "hierarchical", "mpi"})

@@ -71,7 +71,7 @@ struct TrainConfig {
 
   std::string resume = "none";  // resume: none | auto | PATH
 
-  std::string comm_algorithm = "ring";  // comm.algorithm
+  std::string comm_algorithm = "auto";  // comm.algorithm
   double comm_timeout_seconds = 300;    // comm.timeout_seconds (0: no watchdog)
   std::string comm_compression = "none";  // comm.compression: none | bf16 | fp16
   double comm_bucket_mb = 4;            // comm.bucket_mb (0: one bucket)
