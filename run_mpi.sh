@@ -25,7 +25,8 @@ cd "$ROOT"
 CORE_PKGS=(cmake make g++ openmpi-bin libopenmpi-dev libeigen3-dev libhdf5-dev hdf5-tools
            libboost-program-options-dev doctest-dev nlohmann-json3-dev zlib1g-dev dataset-fashion-mnist
            gnuplot-nox)  # ringtrain plot (curves.png)
-TEST_PKGS=(python3 python3-h5py python3-numpy)
+TEST_PKGS=(python3 python3-h5py python3-numpy
+           iproute2)  # tests/netns: ip netns, tc (two "hosts" joined by a shaped veth)
 # tests/slurm starts a throw-away single-node Slurm cluster
 SLURM_PKGS=(slurmctld slurmd slurm-client munge)
 BENCH_PKGS=(python3-torch libopenblas0-serial)

@@ -19,7 +19,9 @@ the epoch's shuffle and gather of its rows, evaluation and process start-up
 are excluded. samples/s = training rows of all processes / training seconds.
 
 Output: one line per epoch, then a last line that is a JSON object, e.g.
-  {"framework": "pytorch", "procs": 2, "samples_per_s": ..., "test_accuracy": ...}
+  {"framework": "pytorch", "procs": 2, "samples_per_s": ..., "steps": ..., "test_accuracy": ...}
+("steps": optimizer steps of each process over all epochs; train_seconds / steps
+is the time per step.)
 
 Run it with /usr/bin/python3 (Debian's python3-torch); with libopenblas0-serial
 installed torch's GEMM is about 20x faster than with the reference BLAS.
@@ -202,6 +204,7 @@ def worker(rank, args, port):
             "backend": "gloo" if p > 1 else None, "threads_per_proc": args.threads,
             "epochs": args.epochs, "batch_per_proc": args.batch_per_proc, "global_batch": global_batch,
             "lr": lr, "train_rows": per_rank * p,
+            "steps": -(-per_rank // args.batch_per_proc) * args.epochs,  # per process, short last batch included
             "samples_per_s": per_rank * p * args.epochs / sum(epoch_s),
             "epoch_samples_per_s": epoch_rate, "train_seconds": sum(epoch_s),
             "test_accuracy": accuracy(plain, xt, yt),

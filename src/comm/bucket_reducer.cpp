@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "ringtrain/comm/watchdog.hpp"
 #include "ringtrain/util/error.hpp"
 
 namespace ringtrain {
@@ -99,6 +100,7 @@ void BucketReducer::finish() {
 }
 
 void BucketReducer::thread_main() {
+  Watchdog::yield_between_polls(true);  // backward runs on the same core
   uint64_t seen = 0;
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {

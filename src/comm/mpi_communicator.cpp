@@ -71,7 +71,11 @@ class MpiCommunicator final : public Communicator {
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
-  std::string algorithm() const override { return algorithm_; }
+  // auto names what it resolved to: "auto (shm)" or "auto (hierarchical)".
+  std::string algorithm() const override {
+    if (algorithm_ != "auto") return algorithm_;
+    return shm_ ? "auto (shm)" : "auto (hierarchical)";
+  }
   std::string compression() const override { return wire_format_name(wire_); }
   bool allows_comm_thread() const override {
     int level = MPI_THREAD_SINGLE;

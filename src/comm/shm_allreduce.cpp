@@ -110,7 +110,7 @@ bool ShmAllreduce::single_node(MPI_Comm comm) {
 ShmAllreduce::ShmAllreduce(MPI_Comm comm, Watchdog* watchdog, std::size_t block)
     : watchdog_(watchdog), block_(std::max<std::size_t>(block, 1)) {
   if (!single_node(comm))
-    throw CollectiveError("comm.algorithm=shm needs every rank on one node; across nodes use ring", kExitUsage);
+    throw CollectiveError("comm.algorithm=shm needs every rank on one node; across nodes use auto or hierarchical", kExitUsage);
   // Ranks in the order of `comm` (key 0 keeps it), so slice r is rank r's.
   check_mpi(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &comm_), "MPI_Comm_split_type");
   MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);

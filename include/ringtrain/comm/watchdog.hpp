@@ -43,6 +43,11 @@ class Watchdog {
   // busy outside communication for long calls it with kBusy, and the ranks
   // waiting for it wait another period instead of ending the job.
   void answer_roll_calls(int state);
+  // For the calling thread only: between polls, give the core to another
+  // runnable thread. comm.overlap's communication thread waits this way, so
+  // its polling does not take half the core from the backward pass it is
+  // meant to hide behind (ranks pinned to one core each).
+  static void yield_between_polls(bool on);
 
  private:
   enum class RollCall { kSomeBusy };
