@@ -17,7 +17,10 @@ namespace {
 
 constexpr int kQuestionTag = 0x7701, kAnswerTag = 0x7702;
 
-thread_local bool t_yield = false;  // Watchdog::yield_between_polls
+thread_local const std::atomic<bool>* t_busy = nullptr;  // Watchdog::yield_between_polls
+
+// Give the core away when another thread of ours is computing on it.
+bool yield_now() { return t_busy != nullptr && t_busy->load(std::memory_order_relaxed); }
 
 double now_s() {
   using namespace std::chrono;
@@ -51,16 +54,16 @@ Watchdog::~Watchdog() {
   MPI_Comm_free(&comm_);
 }
 
-void Watchdog::yield_between_polls(bool on) { t_yield = on; }
+void Watchdog::yield_between_polls(const std::atomic<bool>* busy) { t_busy = busy; }
 
 void Watchdog::wait(int n, MPI_Request* requests, const char* what) {
   int done = 0;
   check_mpi(MPI_Testall(n, requests, &done, MPI_STATUSES_IGNORE), what);
   if (done) return;
   if (timeout_ <= 0 || size_ == 1) {  // nothing to watch
-    if (!t_yield) return check_mpi(MPI_Waitall(n, requests, MPI_STATUSES_IGNORE), what);
+    if (t_busy == nullptr) return check_mpi(MPI_Waitall(n, requests, MPI_STATUSES_IGNORE), what);
     while (!done) {
-      std::this_thread::yield();
+      if (yield_now()) std::this_thread::yield();
       check_mpi(MPI_Testall(n, requests, &done, MPI_STATUSES_IGNORE), what);
     }
     return;
@@ -70,7 +73,7 @@ void Watchdog::wait(int n, MPI_Request* requests, const char* what) {
   const double start = now_s();
   double since = start, next_look = start + 0.01;
   for (unsigned polls = 1;; ++polls) {
-    if (t_yield) std::this_thread::yield();
+    if (yield_now()) std::this_thread::yield();
     check_mpi(MPI_Testall(n, requests, &done, MPI_STATUSES_IGNORE), what);
     if (done) return;
     if (polls % 64 != 0) continue;

@@ -20,10 +20,12 @@
 // over TCP progresses only inside MPI calls, and backward is one long GEMM
 // per layer with nowhere to poll. The main thread makes no MPI call between
 // start_step() and the end of finish(), so MPI_THREAD_SERIALIZED is enough.
-// The thread sleeps on a condition variable between buckets; nothing here
-// allocates after construction.
+// The thread sleeps on a condition variable between buckets, and while
+// backward runs it yields the core between polls; nothing here allocates
+// after construction.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -84,6 +86,7 @@ class BucketReducer final : public GradientsReady {
   std::size_t reduced_ = 0;  // ranges reduced this step
   uint64_t generation_ = 0;  // steps started
   bool quit_ = false;
+  std::atomic<bool> computing_{false};  // backward runs: the thread yields between polls
   std::exception_ptr error_;
   std::thread thread_;
 };
