@@ -48,8 +48,9 @@ class Watchdog {
   // another runnable thread between polls (nullptr: never). comm.overlap's
   // communication thread waits this way while backward runs, so its polling
   // does not take half the core from the computation it hides behind (ranks
-  // pinned to one core each). Only then: yielding at every poll also while
-  // the main thread sleeps made a bf16 ring over TCP 1.6x slower (measured).
+  // pinned to one core each). Only then: yielding at every poll, also while
+  // the main thread slept, made the first bucket of a bf16 ring over TCP
+  // take 122 ms instead of 75 (one traced run, bench_netns.sh's cluster).
   static void yield_between_polls(const std::atomic<bool>* busy);
 
  private:
