@@ -82,7 +82,7 @@ const char* kUsage =
     "  --iters N      timed calls per size (default: 2^31 B / size, in [50, 5000])\n"
     "  --warmup N     untimed calls per size before timing (default: iters/10, >= 3)\n"
     "  --algorithms L only these of ours (comma-separated names), beside mpi\n"
-    "  --ring-segment N  floats per pipelined segment of the ring (default 65536)\n";
+    "  --ring-segment N  floats per pipelined segment of the ring (default 262144)\n";
 
 std::size_t parse_bytes(const std::string& text) {
   std::size_t pos = 0;

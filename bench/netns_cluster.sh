@@ -35,6 +35,8 @@
 #   NETNS_CLUSTER_CORES_0  cores (taskset list) of host h0; default 0
 #   NETNS_CLUSTER_CORES_1  cores of host h1; default 1 (0 on a 1-core machine)
 #                          With NP_PER_HOST > 1 a host's ranks share its list.
+#   NETNS_MPIRUN_TIMEOUT   seconds after which netns_mpirun kills its mpirun
+#                          (timeout -k 10); default none
 #   NETNS_CLUSTER_BTL      Open MPI byte transfer layers; default tcp,self
 #                          (tcp,vader,self: ranks of one host talk through
 #                          shared memory, as on a real node)
@@ -177,7 +179,7 @@ esac
 echo "\$(date +%T) \$host -> \$ns cores \$cores: \$*" >>"$NETNS_CLUSTER_DIR/agent.log"
 # Its own hostname too (a UTS namespace): Open MPI tells nodes apart by name,
 # and two "hosts" both called $(hostname -s) confuse MPI_Comm_split_type.
-exec ip netns exec "\$ns" unshare --uts sh -c "hostname \$ns && exec taskset -c \$cores sh -c '\$*'"
+exec ip netns exec "\$ns" unshare --uts sh -c 'hostname "\$0" && exec taskset -c "\$1" sh -c "\$2"' "\$ns" "\$cores" "\$*"
 EOF
   chmod +x "$NETNS_CLUSTER_AGENT"
   return 0
@@ -218,8 +220,11 @@ netns_mpirun() {
     export NETNS_CLUSTER_CORES_0=$c0 NETNS_CLUSTER_CORES_1=$c1
     if [[ $(id -u) == 0 ]]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
     # taskset here pins mpirun and its local ranks (host 0); the agent pins h1.
+    # NETNS_MPIRUN_TIMEOUT (seconds, optional) bounds the whole run.
+    local limit=()
+    [[ -n ${NETNS_MPIRUN_TIMEOUT:-} ]] && limit=(timeout -k 10 "$NETNS_MPIRUN_TIMEOUT")
     # shellcheck disable=SC2016  # $0 and $@ belong to the inner sh
-    exec ip netns exec "${NETNS_CLUSTER_NS[0]}" unshare --uts \
+    exec "${limit[@]}" ip netns exec "${NETNS_CLUSTER_NS[0]}" unshare --uts \
       sh -c 'hostname "$0" && exec "$@"' "${NETNS_CLUSTER_NS[0]}" taskset -c "$c0" \
       mpirun --hostfile "$hostfile" -np $((2 * n)) \
         --mca plm rsh --mca plm_rsh_agent "$NETNS_CLUSTER_AGENT" \

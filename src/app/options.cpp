@@ -105,8 +105,8 @@ const OptionDef kOptions[] = {
      "hierarchical across nodes) | ring (over messages) | shm (all ranks on one node, shared memory) | "
      "hierarchical (shared memory in each node, one ring between nodes) | mpi (MPI_Allreduce)"},
     {"comm.compression", "none",
-     "gradients on the wire: none | bf16 | fp16 (16 bits per value, fp32 accumulation and weights; not with "
-     "comm.algorithm=shm or mpi)"},
+     "gradients on the wire: none | bf16 | fp16 (16 bits per value, fp32 accumulation and weights; between "
+     "nodes with auto and hierarchical, every message with ring; not with shm or mpi)"},
     {"comm.bucket_mb", "4",
      "all-reduce the gradients in buckets of at least this many MiB, cut at layer boundaries (0: one bucket)"},
     {"comm.overlap", "false",

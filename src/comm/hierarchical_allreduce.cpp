@@ -37,8 +37,8 @@ HierarchicalAllreduce::~HierarchicalAllreduce() {
   if (node_ != MPI_COMM_NULL) MPI_Comm_free(&node_);
 }
 
-void HierarchicalAllreduce::reserve(std::size_t n, WireFormat wire) {
-  shm_->reserve(n);
+void HierarchicalAllreduce::reserve(std::size_t n, WireFormat wire, bool staging) {
+  if (staging) shm_->reserve(n);
   if (ring_) ring_->reserve(n, wire);
 }
 

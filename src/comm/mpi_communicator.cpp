@@ -4,6 +4,7 @@
 #include <mpi.h>
 
 #include <cstdio>
+#include <functional>
 #include <limits>
 
 #include "ringtrain/comm/hierarchical_allreduce.hpp"
@@ -71,9 +72,11 @@ class MpiCommunicator final : public Communicator {
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
-  // auto names what it resolved to: "auto (shm)" or "auto (hierarchical)".
+  // auto names what it resolved to: "auto (shm)", "auto (hierarchical)",
+  // or "auto (ring: ...)" when shared memory had no room.
   std::string algorithm() const override {
     if (algorithm_ != "auto") return algorithm_;
+    if (!fallback_.empty()) return "auto (ring: " + fallback_ + ")";
     return shm_ ? "auto (shm)" : "auto (hierarchical)";
   }
   std::string compression() const override { return wire_format_name(wire_); }
@@ -85,9 +88,10 @@ class MpiCommunicator final : public Communicator {
   void reserve(std::size_t n) override { reserve_for(n, WireFormat::kFp32); }
   void reserve_gradients(std::size_t n) override { reserve_for(n, wire_); }
   float* shared_gradient_buffer(std::size_t n) override {
-    if (shm_) return shm_->shared_buffer(n);
-    if (hier_) return hier_->shared_buffer(n);
-    return nullptr;
+    float* buffer = nullptr;
+    if (shm_ || hier_) guard_shared_memory([&] { buffer = shm_ ? shm_->shared_buffer(n) : hier_->shared_buffer(n); });
+    handed_out_ = handed_out_ || buffer != nullptr;
+    return buffer;
   }
   void keep_alive() override { watchdog_->answer_roll_calls(Watchdog::kBusy); }
 
@@ -138,14 +142,46 @@ class MpiCommunicator final : public Communicator {
     }
     if (small_ && n * sizeof(float) <= kAutoSmallBytes) return small_->run(data, n);
     if (hier_) return hier_->run(data, n, wire);
-    if (shm_ && wire == WireFormat::kFp32) return shm_->run(data, n);
+    // On one node auto adds in shared memory: no wire to compress.
+    if (shm_ && (wire == WireFormat::kFp32 || algorithm_ == "auto")) return shm_->run(data, n);
     ring_->run(data, n, wire);
   }
   void reserve_for(std::size_t n, WireFormat wire) {
     if (small_) small_->reserve(std::min(n, kAutoSmallBytes / sizeof(float)));
-    if (hier_) return hier_->reserve(n, wire);
-    if (shm_ && wire == WireFormat::kFp32) return shm_->reserve(n);
+    // The shared-memory algorithms reduce the trainer's buffer where it lies
+    // in their window: no staging window is reserved here (a call on other
+    // memory makes one on first use, on every rank alike).
+    if (hier_) return hier_->reserve(n, wire, false);
+    if (shm_ && (wire == WireFormat::kFp32 || algorithm_ == "auto")) return;
     ring_->reserve(n, wire);
+  }
+  // Runs a set-up step of the shared-memory algorithms (a window in
+  // /dev/shm) and makes its outcome the same on every rank of the job: a
+  // node without room fails on its own ranks only (hierarchical), and the
+  // others must not wait for them until the watchdog fires. On failure auto
+  // falls back to the ring everywhere; shm and hierarchical end the job with
+  // the failing rank's message (CollectiveError on every rank).
+  void guard_shared_memory(const std::function<void()>& step) {
+    std::string message;
+    int code = kExitSuccess;
+    try {
+      step();
+    } catch (const Error& e) {
+      message = e.what();
+      code = e.exit_code();
+    }
+    int first = code == kExitSuccess ? size_ : rank_;
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
+    if (first == size_) return;
+    int32_t agreed[2] = {code, int32_t(message.size())};
+    check_mpi(MPI_Bcast(agreed, 2, MPI_INT32_T, first, comm_), "MPI_Bcast");
+    message.resize(std::size_t(agreed[1]));
+    check_mpi(MPI_Bcast(message.data(), agreed[1], MPI_CHAR, first, comm_), "MPI_Bcast");
+    // A buffer handed out lives in the windows: they cannot go now.
+    if (algorithm_ != "auto" || handed_out_) throw CollectiveError(message, agreed[0]);
+    fallback_ = "no room for shared memory in /dev/shm";
+    shm_.reset();  // collective over each node: every rank of the job is here
+    hier_.reset();
   }
   static void check_count(std::size_t n) {
     RT_CHECK(n <= std::size_t(std::numeric_limits<int>::max()), "message of ", n,
@@ -160,6 +196,8 @@ class MpiCommunicator final : public Communicator {
   std::unique_ptr<ShmAllreduce> shm_;            // shm, or auto on one node
   std::unique_ptr<HierarchicalAllreduce> hier_;  // hierarchical, or auto across nodes
   std::unique_ptr<RecursiveDoubling> small_;     // auto: calls of at most kAutoSmallBytes
+  std::string fallback_;                         // auto: why it fell back to the ring
+  bool handed_out_ = false;                      // a shared_gradient_buffer() lives in shm_/hier_
 };
 
 }  // namespace

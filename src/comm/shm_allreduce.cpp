@@ -35,9 +35,10 @@ void check_room(MPI_Comm comm, std::size_t bytes_per_rank, int size) {
   int ok = free_bytes < 0 || need + (16 << 20) <= free_bytes ? 1 : 0;
   check_mpi(MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, comm), "MPI_Allreduce");
   if (!ok)
-    throw CollectiveError(str_cat("comm.algorithm=shm: the shared-memory all-reduce needs ", int64_t(need / 1048576),
-                                  " MiB in /dev/shm on this node, ", int64_t(std::max(free_bytes, 0.0) / 1048576),
-                                  " MiB are free (enlarge /dev/shm, or use comm.algorithm=ring)"),
+    throw CollectiveError(str_cat("the shared-memory all-reduce (comm.algorithm=shm or hierarchical) needs ",
+                                  int64_t(need / 1048576), " MiB in /dev/shm on this node and leaves 16 MiB free; ",
+                                  int64_t(std::max(free_bytes, 0.0) / 1048576),
+                                  " MiB are free (enlarge /dev/shm, or use comm.algorithm=ring or auto)"),
                           kExitRuntime);
 }
 

@@ -93,8 +93,8 @@ Trainer::Trainer(TrainConfig cfg, Communicator& comm)
                                              model_->gradient_ready_points(), bucket_floats, cfg_.comm_overlap);
   // Per traced step: data, forward, backward, waiting, all-reduce, optimizer
   // and one per bucket; room for evaluations and checkpoints besides.
-  if (cfg_.trace_steps > 0)
-    timeline_.reserve(std::size_t(cfg_.trace_steps) * (8 + reducer_->ranges().size()) + 1024);
+  const int64_t traced = std::min(cfg_.trace_steps, total_steps_ - start_step_);  // no room for steps never run
+  if (traced > 0) timeline_.reserve(std::size_t(traced) * (8 + reducer_->ranges().size()) + 1024);
   log_setup();
 }
 
@@ -323,8 +323,8 @@ double Trainer::train_step(int64_t step, int64_t step_in_epoch) {
                ? softmax_cross_entropy(out, batch_labels_.data(), dout_.data(), nullptr)
                : mean_squared_error(out, batch_y_.data(), dout_.data());
   }
-  // The exact sums ride in the last bucket: written before backward, so that
-  // bucket can go as soon as the first layer's gradients are done.
+  // The exact sums ride in the last bucket; they are final before backward
+  // starts (finish() marks them ready).
   grads_[n] = static_cast<float>(loss);
   grads_[n + 1] = static_cast<float>(count);
   // Rank 0's flags ride along with the gradients: no extra collective.

@@ -270,12 +270,16 @@ void Trainer::write_trace() {
     all.push_back(
         {{"name", "thread_name"}, {"ph", "M"}, {"pid", r}, {"tid", 1}, {"args", {{"name", "communication"}}}});
   }
-  run_collectively(comm_, [&] {
-    if (comm_.rank() != 0) return;
+  // A trace is a diagnostic: failing to write it must not cost the run its
+  // final model (nothing collective follows here, so rank 0 just says so).
+  if (comm_.rank() != 0) return;
+  try {
     const nlohmann::json trace = {{"traceEvents", all}, {"displayTimeUnit", "ms"}};
     write_file_atomic(cfg_.run_dir + "/trace.json", trace.dump() + "\n");
     log_.info(str_cat("trace of the first ", cfg_.trace_steps, " steps: ", cfg_.run_dir, "/trace.json"));
-  });
+  } catch (const std::exception& e) {
+    log_.info(str_cat("warning: trace.json not written: ", e.what()));
+  }
 }
 
 void Trainer::record_end(int64_t step, const TrainResult& result) const {

@@ -27,17 +27,22 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 netns_cluster_up "rtt$$" 1gbit || { fail "netns_cluster_up"; finish; exit 1; }
+# Every run is bounded, and runs in the background so that a TERM (ctest's
+# timeout, Ctrl-C) reaches the traps above at once and the cluster goes.
+export NETNS_MPIRUN_TIMEOUT=150
+in_bg() { "$@" & wait $!; }
 tc -n "${NETNS_CLUSTER_NS[0]}" qdisc show dev "${NETNS_CLUSTER_DEVS[0]}" | grep -q "tbf .*rate 1Gbit" &&
   tc -n "${NETNS_CLUSTER_NS[1]}" qdisc show dev "${NETNS_CLUSTER_DEVS[1]}" | grep -q "tbf .*rate 1Gbit" &&
   pass "both veth ends shaped (tbf 1Gbit)" || fail "tbf qdisc missing on a veth end"
 
 steps=60
 train=(train --data.train="$FASHION/train-images-idx3-ubyte.gz" --data.max_rows=6000
-       "--train.max_steps=$steps" --run.progress=false --comm.algorithm=ring --train.batch_per_rank=64)
+       "--train.max_steps=$steps" --run.progress=false --comm.algorithm=ring --train.batch_per_rank=64
+       --comm.timeout_seconds=60)
 
 read -r tx0_before _ < <(netns_link_bytes 0)
 read -r tx1_before _ < <(netns_link_bytes 1)
-if netns_mpirun 1 "$RINGTRAIN" "${train[@]}" --run.dir="$WORK/hosts" >"$WORK/hosts.log" 2>&1; then
+if in_bg netns_mpirun 1 "$RINGTRAIN" "${train[@]}" --run.dir="$WORK/hosts" >"$WORK/hosts.log" 2>&1; then
   pass "2-rank run across two namespaces exits 0"
 else
   cat "$WORK/hosts.log"; fail "2-rank run across two namespaces failed"
@@ -80,7 +85,7 @@ else
 fi
 
 # The same training on one host, plain mpirun (shared memory), no namespaces.
-if rt_mpirun 2 "$RINGTRAIN" "${train[@]}" --run.dir="$WORK/plain" >"$WORK/plain.log" 2>&1; then
+if in_bg timeout -k 10 150 "$MPIEXEC" "${MPIEXEC_ARGS[@]}" -n 2 "$RINGTRAIN" "${train[@]}" --run.dir="$WORK/plain" >"$WORK/plain.log" 2>&1; then
   pass "the same run with plain mpirun -np 2 exits 0"
 else
   cat "$WORK/plain.log"; fail "plain mpirun run failed"
@@ -113,7 +118,7 @@ hsteps=30
 htrain=(train --data.train="$FASHION/train-images-idx3-ubyte.gz" --data.max_rows=8000
         "--train.max_steps=$hsteps" --run.progress=false --train.batch_per_rank=32 --comm.timeout_seconds=120)
 read -r tx0_before _ < <(netns_link_bytes 0)
-if netns_mpirun 2 "$RINGTRAIN" "${htrain[@]}" --comm.algorithm=auto --run.dir="$WORK/hier" >"$WORK/hier.log" 2>&1; then
+if in_bg netns_mpirun 2 "$RINGTRAIN" "${htrain[@]}" --comm.algorithm=auto --run.dir="$WORK/hier" >"$WORK/hier.log" 2>&1; then
   pass "4 ranks, 2 per host, comm.algorithm=auto exits 0"
 else
   cat "$WORK/hier.log"; fail "4-rank auto run across two hosts failed"
@@ -131,7 +136,7 @@ if ((hneed > 0 && hsent >= hneed && hsent * 4 < hneed * 5)); then
 else
   fail "h0 sent $hsent bytes; expected one leader ring's $hneed (to under 1.25x)"
 fi
-if rt_mpirun 4 "$RINGTRAIN" "${htrain[@]}" --comm.algorithm=ring --run.dir="$WORK/flat" >"$WORK/flat.log" 2>&1; then
+if in_bg timeout -k 10 150 "$MPIEXEC" "${MPIEXEC_ARGS[@]}" -n 4 "$RINGTRAIN" "${htrain[@]}" --comm.algorithm=ring --run.dir="$WORK/flat" >"$WORK/flat.log" 2>&1; then
   "$PY" - "$WORK/hier/final.h5" "$WORK/flat/final.h5" <<'PY' && pass "node-aware result equals the flat ring's to rounding" || fail "node-aware and flat ring results differ"
 import sys, h5py, numpy as np
 with h5py.File(sys.argv[1], "r") as a, h5py.File(sys.argv[2], "r") as b:
@@ -147,10 +152,10 @@ else
 fi
 # shm cannot span hosts: refused on every rank with exit 2, no hang.
 rc=0
-netns_mpirun 1 "$RINGTRAIN" "${htrain[@]}" --comm.algorithm=shm --run.dir="$WORK/shm" >"$WORK/shm.log" 2>&1 || rc=$?
+in_bg netns_mpirun 1 "$RINGTRAIN" "${htrain[@]}" --comm.algorithm=shm --run.dir="$WORK/shm" >"$WORK/shm.log" 2>&1 || rc=$?
 [ "$rc" = 2 ] && grep -q "comm.algorithm=shm needs every rank on one node" "$WORK/shm.log" &&
   pass "comm.algorithm=shm across hosts: exit 2 with the reason" || fail "shm across hosts: exit $rc, $(tail -n 2 "$WORK/shm.log")"
 
 netns_cluster_down
-ip netns list | grep -q "rtt$$" && fail "namespaces left after netns_cluster_down" || pass "cluster torn down"
+ip netns list | grep -q "rtt$$h" && fail "namespaces left after netns_cluster_down" || pass "cluster torn down"
 finish

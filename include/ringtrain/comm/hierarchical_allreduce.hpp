@@ -37,7 +37,9 @@ class HierarchicalAllreduce {
   HierarchicalAllreduce& operator=(const HierarchicalAllreduce&) = delete;
 
   int nodes() const { return nodes_; }
-  void reserve(std::size_t n, WireFormat wire = WireFormat::kFp32);
+  // `staging`: also the node's staging window, for buffers outside
+  // shared_buffer() (collective over the node).
+  void reserve(std::size_t n, WireFormat wire = WireFormat::kFp32, bool staging = true);
   // Collective: a buffer in the node's shared window (ShmAllreduce::shared_buffer).
   float* shared_buffer(std::size_t n) { return shm_->shared_buffer(n); }
   void run(float* data, std::size_t n, WireFormat wire = WireFormat::kFp32);
