@@ -162,27 +162,17 @@ class MpiCommunicator final : public Communicator {
   // falls back to the ring everywhere; shm and hierarchical end the job with
   // the failing rank's message (CollectiveError on every rank).
   void guard_shared_memory(const std::function<void()>& step) {
-    std::string message;
-    int code = kExitSuccess;
     try {
-      step();
-    } catch (const Error& e) {
-      message = e.what();
-      code = e.exit_code();
+      run_collectively(*this, step);
+    } catch (const CollectiveError&) {
+      // A buffer handed out lives in the windows: they cannot go now.
+      if (algorithm_ != "auto" || handed_out_) throw;
+      fallback_ = "no room for shared memory in /dev/shm";
+      shm_.reset();  // collective over each node: every rank of the job is here
+      hier_.reset();
     }
-    int first = code == kExitSuccess ? size_ : rank_;
-    check_mpi(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
-    if (first == size_) return;
-    int32_t agreed[2] = {code, int32_t(message.size())};
-    check_mpi(MPI_Bcast(agreed, 2, MPI_INT32_T, first, comm_), "MPI_Bcast");
-    message.resize(std::size_t(agreed[1]));
-    check_mpi(MPI_Bcast(message.data(), agreed[1], MPI_CHAR, first, comm_), "MPI_Bcast");
-    // A buffer handed out lives in the windows: they cannot go now.
-    if (algorithm_ != "auto" || handed_out_) throw CollectiveError(message, agreed[0]);
-    fallback_ = "no room for shared memory in /dev/shm";
-    shm_.reset();  // collective over each node: every rank of the job is here
-    hier_.reset();
   }
+
   static void check_count(std::size_t n) {
     RT_CHECK(n <= std::size_t(std::numeric_limits<int>::max()), "message of ", n,
              " elements exceeds MPI's int count");
