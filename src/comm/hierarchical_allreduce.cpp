@@ -42,11 +42,6 @@ void HierarchicalAllreduce::reserve(std::size_t n, WireFormat wire, bool staging
   if (ring_) ring_->reserve(n, wire);
 }
 
-void HierarchicalAllreduce::wait(MPI_Request& req, const char* what) {
-  if (watchdog_) return watchdog_->wait(1, &req, what);
-  check_mpi(MPI_Wait(&req, MPI_STATUS_IGNORE), what);
-}
-
 void HierarchicalAllreduce::run(float* data, std::size_t n, WireFormat wire) {
   if (n == 0) return;
   shm_->run(data, n);  // every rank of the node: the node's sum
@@ -57,7 +52,7 @@ void HierarchicalAllreduce::run(float* data, std::size_t n, WireFormat wire) {
   for (std::size_t at = 0; at < n; at += kPiece) {
     MPI_Request req;
     check_mpi(MPI_Ibcast(data + at, int(std::min(kPiece, n - at)), MPI_FLOAT, 0, node_, &req), "MPI_Ibcast");
-    wait(req, "the node-aware all-reduce (result to the node)");
+    wait_all(watchdog_, 1, &req, "the node-aware all-reduce (result to the node)");
   }
 }
 

@@ -22,11 +22,6 @@ void RecursiveDoubling::reserve(std::size_t n) {
   if (size_ > 1 && scratch_.size() < n) scratch_.assign(n, 0.0f);
 }
 
-void RecursiveDoubling::wait(int n, MPI_Request* requests, const char* what) {
-  if (watchdog_) return watchdog_->wait(n, requests, what);
-  check_mpi(MPI_Waitall(n, requests, MPI_STATUSES_IGNORE), what);
-}
-
 void RecursiveDoubling::run(float* data, std::size_t n) {
   if (size_ == 1 || n == 0) return;
   RT_CHECK(n <= std::size_t(std::numeric_limits<int>::max()), "recursive doubling: ", n, " floats is too many");
@@ -41,13 +36,12 @@ void RecursiveDoubling::run(float* data, std::size_t n) {
   if (rank_ < 2 * extra) {
     if (rank_ % 2 == 0) {
       check_mpi(MPI_Isend(data, count, MPI_FLOAT, rank_ + 1, kTag, comm_, &reqs[0]), kWhat);
-      wait(1, reqs, kWhat);
+      wait_all(watchdog_, 1, reqs, kWhat);
       vrank = -1;
     } else {
       check_mpi(MPI_Irecv(scratch_.data(), count, MPI_FLOAT, rank_ - 1, kTag, comm_, &reqs[0]), kWhat);
-      wait(1, reqs, kWhat);
-      const float* __restrict src = scratch_.data();
-      for (std::size_t i = 0; i < n; ++i) data[i] += src[i];
+      wait_all(watchdog_, 1, reqs, kWhat);
+      add_into(data, scratch_.data(), n);
       vrank = rank_ / 2;
     }
   } else {
@@ -59,9 +53,8 @@ void RecursiveDoubling::run(float* data, std::size_t n) {
       const int peer = vpeer < extra ? 2 * vpeer + 1 : vpeer + extra;
       check_mpi(MPI_Irecv(scratch_.data(), count, MPI_FLOAT, peer, kTag, comm_, &reqs[0]), kWhat);
       check_mpi(MPI_Isend(data, count, MPI_FLOAT, peer, kTag, comm_, &reqs[1]), kWhat);
-      wait(2, reqs, kWhat);
-      const float* __restrict src = scratch_.data();
-      for (std::size_t i = 0; i < n; ++i) data[i] += src[i];  // partners: same two values, same bits
+      wait_all(watchdog_, 2, reqs, kWhat);
+      add_into(data, scratch_.data(), n);  // partners: same two values, same bits
     }
   }
   // Hand the result back to the ranks that sat out.
@@ -71,7 +64,7 @@ void RecursiveDoubling::run(float* data, std::size_t n) {
     } else {
       check_mpi(MPI_Isend(data, count, MPI_FLOAT, rank_ - 1, kTag, comm_, &reqs[0]), kWhat);
     }
-    wait(1, reqs, kWhat);
+    wait_all(watchdog_, 1, reqs, kWhat);
   }
 }
 

@@ -27,7 +27,7 @@ void RingAllreduce::exchange(const void* send, int send_count, void* recv, int r
   MPI_Request reqs[2];
   check_mpi(MPI_Irecv(recv, recv_count, type, left_, kTag, comm_, &reqs[0]), what);
   check_mpi(MPI_Isend(send, send_count, type, right_, kTag, comm_, &reqs[1]), what);
-  wait(2, reqs, what);
+  wait_all(watchdog_, 2, reqs, what);
 }
 
 void RingAllreduce::reserve(std::size_t n, WireFormat wire) {
@@ -90,24 +90,16 @@ void RingAllreduce::reduce_step(const float* send, std::size_t send_n, float* ds
   for (std::size_t k = 0; k < std::min(kInFlight, ssegs); ++k) post_send(k);
   for (std::size_t k = 0; k < std::max(rsegs, ssegs); ++k) {
     if (k < ssegs) {
-      wait(1, &sends[k], what);
+      wait_all(watchdog_, 1, &sends[k], what);
       if (k + kInFlight < ssegs) post_send(k + kInFlight);
     }
     if (k < rsegs) {
-      wait(1, &recvs[k], what);
+      wait_all(watchdog_, 1, &recvs[k], what);
       if (k + kInFlight < rsegs) post_recv(k + kInFlight);
       const std::size_t b = k * segment_, e = std::min(recv_n, b + segment_);
-      float* __restrict d = dst + b;
-      const float* __restrict src = scratch + b;
-      for (std::size_t i = 0; i < e - b; ++i) d[i] += src[i];  // vectorised at -O3 -march=native
+      add_into(dst + b, scratch + b, e - b);
     }
   }
-}
-
-void RingAllreduce::wait(int n, MPI_Request* requests, const char* what) {
-  if (n == 0) return;
-  if (watchdog_) return watchdog_->wait(n, requests, what);
-  check_mpi(MPI_Waitall(n, requests, MPI_STATUSES_IGNORE), what);
 }
 
 void RingAllreduce::run_compressed(float* data, std::size_t n, WireFormat wire) {

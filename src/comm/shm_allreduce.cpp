@@ -165,19 +165,11 @@ void ShmAllreduce::sync_windows() {
   for (DataWindow& d : data_) check_mpi(MPI_Win_sync(d.win), "MPI_Win_sync");
 }
 
-void ShmAllreduce::wait(MPI_Request& req, const char* what) {
-  if (watchdog_) {
-    watchdog_->wait(1, &req, what);
-  } else {
-    check_mpi(MPI_Wait(&req, MPI_STATUS_IGNORE), what);
-  }
-}
-
 void ShmAllreduce::barrier(const char* what) {
   sync_windows();
   MPI_Request req;
   check_mpi(MPI_Ibarrier(comm_, &req), what);
-  wait(req, what);
+  wait_all(watchdog_, 1, &req, what);
   sync_windows();
 }
 
@@ -189,7 +181,7 @@ void ShmAllreduce::agree(int64_t path, const char* what) {
   int64_t v[2] = {path, -path};
   MPI_Request req;
   check_mpi(MPI_Iallreduce(MPI_IN_PLACE, v, 2, MPI_INT64_T, MPI_MIN, comm_, &req), what);
-  wait(req, what);
+  wait_all(watchdog_, 1, &req, what);
   sync_windows();
   if (v[0] != -v[1])
     throw RuntimeError(

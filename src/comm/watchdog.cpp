@@ -54,6 +54,12 @@ Watchdog::~Watchdog() {
   MPI_Comm_free(&comm_);
 }
 
+void wait_all(Watchdog* watchdog, int n, MPI_Request* requests, const char* what) {
+  if (n == 0) return;
+  if (watchdog) return watchdog->wait(n, requests, what);
+  check_mpi(MPI_Waitall(n, requests, MPI_STATUSES_IGNORE), what);
+}
+
 void Watchdog::yield_between_polls(const std::atomic<bool>* busy) { t_busy = busy; }
 
 void Watchdog::wait(int n, MPI_Request* requests, const char* what) {

@@ -339,7 +339,7 @@ double Trainer::train_step(int64_t step, int64_t step_in_epoch) {
     model_->backward(dout_.data(), grads_, reducer_.get());
   }
   compute_seconds_ += phase.seconds();
-  if (cfg_.profile && !reducer_->overlapped()) {
+  if (profiles_wait()) {
     phase.reset();
     const TimelineScope scope(tl, "waiting (barrier)", 0, step);
     comm_.barrier();

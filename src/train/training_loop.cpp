@@ -230,11 +230,11 @@ void Trainer::end_of_training(int64_t step, TrainResult& result) {
                 "all-reduce%s; %.3f s spent handing states to the writer); results in ",
                 (long long)step, (long long)result.examples_seen, wall_.seconds(), result.samples_per_s / 1e3,
                 100.0 * comm_seconds_ / std::max(result.train_seconds, 1e-9),
-                cfg_.profile && !reducer_->overlapped() ? "" : ", waiting for the slowest rank included", save_seconds_);
+                profiles_wait() ? "" : ", waiting for the slowest rank included", save_seconds_);
   log_.info(summary + log_.dir());
   const double t = std::max(result.train_seconds, 1e-9);
   char waiting[48] = "";
-  if (cfg_.profile && !reducer_->overlapped())
+  if (profiles_wait())
     std::snprintf(waiting, sizeof waiting, ", waiting for the slowest rank %.1f%%", 100 * result.wait_seconds / t);
   std::snprintf(summary, sizeof summary,
                 "step time (rank 0): compute %.1f%%, all-reduce %.1f%%%s, optimizer %.1f%%, batch rows %.1f%%; "
@@ -310,7 +310,7 @@ void Trainer::record_end(int64_t step, const TrainResult& result) const {
                     {"optimizer_s", result.optimizer_seconds},
                     {"eval_s", result.eval_seconds},
                     {"checkpoint_s", result.checkpoint_seconds},
-                    {"profiled_wait", cfg_.profile && !reducer_->overlapped()}};
+                    {"profiled_wait", profiles_wait()}};
   e["comm"] = {{"algorithm", comm_.algorithm()},
                {"compression", comm_.compression()},
                {"buckets", reducer_->ranges().size()},

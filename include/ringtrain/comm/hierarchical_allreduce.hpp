@@ -45,7 +45,6 @@ class HierarchicalAllreduce {
   void run(float* data, std::size_t n, WireFormat wire = WireFormat::kFp32);
 
  private:
-  void wait(MPI_Request& req, const char* what);
   Watchdog* watchdog_;
   MPI_Comm node_ = MPI_COMM_NULL, leaders_ = MPI_COMM_NULL;
   int local_rank_ = 0, nodes_ = 1;

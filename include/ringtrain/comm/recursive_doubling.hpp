@@ -30,7 +30,6 @@ class RecursiveDoubling {
   void run(float* data, std::size_t n);
 
  private:
-  void wait(int n, MPI_Request* requests, const char* what);
   MPI_Comm comm_;
   Watchdog* watchdog_;
   int rank_ = 0, size_ = 1;

@@ -79,7 +79,6 @@ class ShmAllreduce {
   void run_in_place(const std::vector<float*>& slots, std::size_t offset, std::size_t n);
   void barrier(const char* what);
   void agree(int64_t path, const char* what);
-  void wait(MPI_Request& req, const char* what);
   void sync_windows();
   void free_window();
   void free_data_windows();

@@ -67,4 +67,8 @@ class Watchdog {
   std::vector<MPI_Request> reply_reqs_;  // one outstanding reply per peer
 };
 
+// Waits until all n requests completed: through `watchdog` when there is one,
+// else plainly (MPI_Waitall; the algorithms' own tests run without one).
+void wait_all(Watchdog* watchdog, int n, MPI_Request* requests, const char* what);
+
 }  // namespace ringtrain

@@ -115,6 +115,9 @@ class Trainer {
   // Collective: every rank's timeline into rank 0's trace.json (run.trace).
   void write_trace();
   bool tracing(int64_t step) const { return step - start_step_ < cfg_.trace_steps; }
+  // run.profile's barrier before the all-reduce (not with overlap: the main
+  // thread makes no MPI call while the communication thread works).
+  bool profiles_wait() const { return cfg_.profile && !reducer_->overlapped(); }
 
   // trainer_state.cpp: what checkpoints hold, resuming, init_from, freeze.
   void stage_model(SavedModel& m, int64_t step) const;
