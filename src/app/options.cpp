@@ -112,6 +112,9 @@ const OptionDef kOptions[] = {
     {"comm.overlap", "false",
      "all-reduce each bucket on a communication thread while backward computes the earlier layers "
      "(same result bit for bit)"},
+    {"comm.shard_optimizer", "true",
+     "each rank updates its shard of the parameters and the ranks exchange parameters instead of the "
+     "reduced gradients (same result bit for bit; with shm and the uncompressed ring, without comm.overlap)"},
     {"comm.timeout_seconds", "300", "watchdog: a rank that waits this long in a collective without progress "
                                     "names the ranks that are missing and ends the job (0: wait forever)"},
 };
@@ -268,6 +271,7 @@ TrainConfig to_config(const Values& v) {
   if (c.comm_bucket_mb < 0 || c.comm_bucket_mb > 1e6)
     throw UsageError(str_cat("comm.bucket_mb: expected a value in [0, 1e6], got ", v.at("comm.bucket_mb")));
   c.comm_overlap = to_bool(v, "comm.overlap");
+  c.comm_shard_optimizer = to_bool(v, "comm.shard_optimizer");
   c.trace_steps = to_int(v, "run.trace", 0, 1000000);
   c.profile = to_bool(v, "run.profile");
   c.comm_timeout_seconds = to_double(v, "comm.timeout_seconds");

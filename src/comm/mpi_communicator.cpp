@@ -47,10 +47,12 @@ class MpiCommunicator final : public Communicator {
       if (algorithm_ == "hierarchical") hier_ = std::make_unique<HierarchicalAllreduce>(comm_, watchdog_.get());
       if (algorithm_ == "auto") {
         small_ = std::make_unique<RecursiveDoubling>(comm_, watchdog_.get());
-        if (ShmAllreduce::single_node(comm_))
+        if (ShmAllreduce::single_node(comm_)) {
           shm_ = std::make_unique<ShmAllreduce>(comm_, watchdog_.get());
-        else
+          small_bytes_ = kAutoSmallBytesOneNode;
+        } else {
           hier_ = std::make_unique<HierarchicalAllreduce>(comm_, watchdog_.get());
+        }
       }
     } catch (...) {  // ranks on several nodes: the destructor will not run
       ring_.reset();
@@ -94,6 +96,28 @@ class MpiCommunicator final : public Communicator {
     return buffer;
   }
   void keep_alive() override { watchdog_->answer_roll_calls(Watchdog::kBusy); }
+
+  // The sharded optimizer: shm and the uncompressed ring have the two halves
+  // (auto's recursive doubling for small buffers and hierarchical do not;
+  // mpi stays the plain reference).
+  bool shards_gradients(std::size_t n) const override {
+    if (size_ == 1 || algorithm_ == "mpi" || hier_) return false;
+    if (small_ && n * sizeof(float) <= small_bytes_) return false;
+    return shm_ || wire_ == WireFormat::kFp32;
+  }
+  std::pair<std::size_t, std::size_t> shard(std::size_t n) const override {
+    return shm_ ? shm_->owned(n) : ring_->owned(n);
+  }
+  void reduce_scatter_gradients(float* data, std::size_t n) override {
+    RT_CHECK(shards_gradients(n), "reduce_scatter_gradients: comm.algorithm=", algorithm(), " does not shard");
+    if (shm_) return shm_->reduce_scatter(data, n);
+    ring_->reduce_scatter(data, n);
+  }
+  void allgather_shards(float* data, std::size_t n, float* scratch) override {
+    RT_CHECK(shards_gradients(n), "allgather_shards: comm.algorithm=", algorithm(), " does not shard");
+    if (shm_) return shm_->allgather(data, n, scratch);
+    ring_->allgather(data, n);
+  }
 
   // The float path with comm.algorithm=mpi stays the blocking MPI_Allreduce:
   // it is the reference the others are checked and benchmarked against.
@@ -140,14 +164,14 @@ class MpiCommunicator final : public Communicator {
                 "MPI_Allreduce");
       return;
     }
-    if (small_ && n * sizeof(float) <= kAutoSmallBytes) return small_->run(data, n);
+    if (small_ && n * sizeof(float) <= small_bytes_) return small_->run(data, n);
     if (hier_) return hier_->run(data, n, wire);
     // On one node auto adds in shared memory: no wire to compress.
     if (shm_ && (wire == WireFormat::kFp32 || algorithm_ == "auto")) return shm_->run(data, n);
     ring_->run(data, n, wire);
   }
   void reserve_for(std::size_t n, WireFormat wire) {
-    if (small_) small_->reserve(std::min(n, kAutoSmallBytes / sizeof(float)));
+    if (small_) small_->reserve(std::min(n, small_bytes_ / sizeof(float)));
     // The shared-memory algorithms reduce the trainer's buffer where it lies
     // in their window: no staging window is reserved here (a call on other
     // memory makes one on first use, on every rank alike).
@@ -168,6 +192,7 @@ class MpiCommunicator final : public Communicator {
       // A buffer handed out lives in the windows: they cannot go now.
       if (algorithm_ != "auto" || handed_out_) throw;
       fallback_ = "no room for shared memory in /dev/shm";
+      small_bytes_ = kAutoSmallBytes;
       shm_.reset();  // collective over each node: every rank of the job is here
       hier_.reset();
     }
@@ -185,7 +210,8 @@ class MpiCommunicator final : public Communicator {
   std::unique_ptr<RingAllreduce> ring_;
   std::unique_ptr<ShmAllreduce> shm_;            // shm, or auto on one node
   std::unique_ptr<HierarchicalAllreduce> hier_;  // hierarchical, or auto across nodes
-  std::unique_ptr<RecursiveDoubling> small_;     // auto: calls of at most kAutoSmallBytes
+  std::unique_ptr<RecursiveDoubling> small_;     // auto: calls of at most small_bytes_
+  std::size_t small_bytes_ = kAutoSmallBytes;    // kAutoSmallBytesOneNode with shm_
   std::string fallback_;                         // auto: why it fell back to the ring
   bool handed_out_ = false;                      // a shared_gradient_buffer() lives in shm_/hier_
 };

@@ -50,16 +50,32 @@ std::size_t RingAllreduce::chunk_begin(int c, std::size_t n) const {
 void RingAllreduce::run(float* data, std::size_t n, WireFormat wire) {
   if (size_ == 1 || n == 0) return;
   if (wire != WireFormat::kFp32) return run_compressed(data, n, wire);
+  reduce_scatter(data, n);
+  allgather(data, n);
+}
+
+// After p - 1 reduce-scatter steps rank r holds the sum of chunk r + 1.
+std::pair<std::size_t, std::size_t> RingAllreduce::owned(std::size_t n) const {
+  const int own = (rank_ + 1) % size_;
+  return {chunk_begin(own, n), chunk_begin(own + 1, n)};
+}
+
+void RingAllreduce::reduce_scatter(float* data, std::size_t n) {
+  if (size_ == 1 || n == 0) return;
   reserve(n);  // no-op once reserved for this size
   auto mod = [this](int v) { return ((v % size_) + size_) % size_; };
-  auto len = [&](int c) { return static_cast<int>(chunk_begin(c + 1, n) - chunk_begin(c, n)); };
-
-  for (int s = 0; s < size_ - 1; ++s) {  // reduce-scatter, pipelined in segments
+  auto len = [&](int c) { return chunk_begin(c + 1, n) - chunk_begin(c, n); };
+  for (int s = 0; s < size_ - 1; ++s) {  // pipelined in segments
     const int send = mod(rank_ - s), recv = mod(rank_ - s - 1);
-    reduce_step(data + chunk_begin(send, n), std::size_t(len(send)), data + chunk_begin(recv, n),
-                std::size_t(len(recv)));
+    reduce_step(data + chunk_begin(send, n), len(send), data + chunk_begin(recv, n), len(recv));
   }
-  for (int s = 0; s < size_ - 1; ++s) {  // all-gather
+}
+
+void RingAllreduce::allgather(float* data, std::size_t n) {
+  if (size_ == 1 || n == 0) return;
+  auto mod = [this](int v) { return ((v % size_) + size_) % size_; };
+  auto len = [&](int c) { return static_cast<int>(chunk_begin(c + 1, n) - chunk_begin(c, n)); };
+  for (int s = 0; s < size_ - 1; ++s) {
     const int send = mod(rank_ + 1 - s), recv = mod(rank_ - s);
     exchange(data + chunk_begin(send, n), len(send), data + chunk_begin(recv, n), len(recv), MPI_FLOAT,
              "the ring all-reduce (all-gather)");

@@ -27,12 +27,12 @@ std::size_t part_begin(std::size_t i, std::size_t n, std::size_t parts) {
 // Collective: refuses, on every rank alike, a window that /dev/shm (where
 // Open MPI puts it) has no room for. tmpfs grants the mapping anyway and the
 // first write to a page past its size kills the rank with SIGBUS.
-void check_room(MPI_Comm comm, std::size_t bytes_per_rank, int size) {
+void check_room(MPI_Comm comm, std::size_t bytes_per_rank, int size, double margin = 16 << 20) {
   struct statvfs fs {};
   double free_bytes = -1;  // unknown: no /dev/shm
   if (::statvfs("/dev/shm", &fs) == 0) free_bytes = double(fs.f_bavail) * double(fs.f_frsize);
   const double need = double(bytes_per_rank) * size;
-  int ok = free_bytes < 0 || need + (16 << 20) <= free_bytes ? 1 : 0;
+  int ok = free_bytes < 0 || need + margin <= free_bytes ? 1 : 0;
   check_mpi(MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, comm), "MPI_Allreduce");
   if (!ok)
     throw CollectiveError(str_cat("the shared-memory all-reduce (comm.algorithm=shm or hierarchical) needs ",
@@ -44,10 +44,11 @@ void check_room(MPI_Comm comm, std::size_t bytes_per_rank, int size) {
 
 // A shared window of `floats` per rank (each rank's on its own pages), its
 // passive-target epoch opened, and every rank's base as mapped here.
-MPI_Win allocate_window(MPI_Comm comm, std::size_t floats, std::vector<float*>& bases) {
+MPI_Win allocate_window(MPI_Comm comm, std::size_t floats, std::vector<float*>& bases,
+                        double margin = 16 << 20) {
   int size = 0;
   MPI_Comm_size(comm, &size);
-  check_room(comm, floats * sizeof(float), size);
+  check_room(comm, floats * sizeof(float), size, margin);
   MPI_Info info;
   MPI_Info_create(&info);
   MPI_Info_set(info, "alloc_shared_noncontig", "true");
@@ -117,6 +118,20 @@ ShmAllreduce::ShmAllreduce(MPI_Comm comm, Watchdog* watchdog, std::size_t block)
   MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
   check_mpi(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
   check_mpi(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+  if (size_ == 1) return;
+  // The barrier lines: a page per rank, all the room they need.
+  std::vector<float*> bases;
+  constexpr std::size_t kLineFloats = sizeof(BarrierLine) / sizeof(float);
+  try {
+    ctl_win_ = allocate_window(comm_, kLineFloats, bases, 0);
+  } catch (...) {
+    MPI_Comm_free(&comm_);
+    throw;
+  }
+  for (float* b : bases) lines_.push_back(reinterpret_cast<BarrierLine*>(b));  // zeroed: epoch 0
+  MPI_Request req;  // every line zeroed before anyone counts on it
+  check_mpi(MPI_Ibarrier(comm_, &req), "MPI_Ibarrier");
+  wait_all(watchdog_, 1, &req, "the shared-memory all-reduce (set-up)");
 }
 
 ShmAllreduce::~ShmAllreduce() {
@@ -125,6 +140,7 @@ ShmAllreduce::~ShmAllreduce() {
   if (finalized) return;
   free_data_windows();
   free_window();
+  free_shared_window(ctl_win_);
   if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
 }
 
@@ -160,48 +176,51 @@ float* ShmAllreduce::shared_buffer(std::size_t n) {
   return data_.back().slots[std::size_t(rank_)];
 }
 
-void ShmAllreduce::sync_windows() {
-  if (win_ != MPI_WIN_NULL) check_mpi(MPI_Win_sync(win_), "MPI_Win_sync");
-  for (DataWindow& d : data_) check_mpi(MPI_Win_sync(d.win), "MPI_Win_sync");
+bool ShmAllreduce::all_arrived(const void* self) {
+  const auto* me = static_cast<const ShmAllreduce*>(self);
+  for (const BarrierLine* line : me->lines_)
+    if (__atomic_load_n(&line->epoch, __ATOMIC_ACQUIRE) < me->epoch_) return false;
+  return true;
 }
 
-void ShmAllreduce::barrier(const char* what) {
-  sync_windows();
-  MPI_Request req;
-  check_mpi(MPI_Ibarrier(comm_, &req), what);
-  wait_all(watchdog_, 1, &req, what);
-  sync_windows();
-}
-
-// A barrier that also checks that every rank took the same path: a rank in
-// place and another staged would pair barriers of different steps and sum
-// garbage. min(path) == max(path), as min(path) and -min(-path).
+// The barrier, which also checks that every rank took the same path: a rank
+// in place and another staged would pair barriers of different steps and sum
+// garbage. The release store of the epoch publishes everything this rank
+// wrote before it (its slots, its path); the acquire loads in all_arrived()
+// make every rank's writes visible after it. A rank can be one barrier ahead
+// of another, never two, so the path slot of the last two barriers is safe.
 void ShmAllreduce::agree(int64_t path, const char* what) {
-  sync_windows();
-  int64_t v[2] = {path, -path};
-  MPI_Request req;
-  check_mpi(MPI_Iallreduce(MPI_IN_PLACE, v, 2, MPI_INT64_T, MPI_MIN, comm_, &req), what);
-  wait_all(watchdog_, 1, &req, what);
-  sync_windows();
-  if (v[0] != -v[1])
-    throw RuntimeError(
-        "the shared-memory all-reduce: some ranks passed their shared buffer, others other memory or another "
-        "part of it");
+  if (size_ == 1) return;
+  ++epoch_;
+  BarrierLine* mine = lines_[std::size_t(rank_)];
+  mine->path[epoch_ & 1] = path;
+  __atomic_store_n(&mine->epoch, epoch_, __ATOMIC_RELEASE);
+  wait_until(watchdog_, all_arrived, this, what);
+  for (const BarrierLine* line : lines_)
+    if (line->path[epoch_ & 1] != path)
+      throw RuntimeError(
+          "the shared-memory all-reduce: some ranks passed their shared buffer, others other memory or another "
+          "part of it");
+}
+
+const ShmAllreduce::DataWindow* ShmAllreduce::find_shared(const float* data, std::size_t n,
+                                                           std::size_t& offset) const {
+  for (const DataWindow& d : data_) {
+    const float* own = d.slots[std::size_t(rank_)];
+    if (data >= own && data < own + d.n && n <= d.n - std::size_t(data - own)) {
+      offset = std::size_t(data - own);
+      return &d;
+    }
+  }
+  return nullptr;
 }
 
 void ShmAllreduce::run(float* data, std::size_t n) {
   if (size_ == 1 || n == 0) return;
   // In place when [data, data + n) lies in this rank's buffer of a shared
   // window (a bucket of the trainer's gradients is a part of it).
-  const DataWindow* shared = nullptr;
   std::size_t offset = 0;
-  for (const DataWindow& d : data_) {
-    const float* own = d.slots[std::size_t(rank_)];
-    if (data >= own && data < own + d.n && n <= d.n - std::size_t(data - own)) {
-      shared = &d;
-      offset = std::size_t(data - own);
-    }
-  }
+  const DataWindow* shared = find_shared(data, n, offset);
   // First of all, before any collective of one path only: in place, this
   // is also the barrier after which every rank's inputs are ready. Every
   // rank must name the same part of the same window.
@@ -209,6 +228,58 @@ void ShmAllreduce::run(float* data, std::size_t n) {
   agree(path, "the shared-memory all-reduce (inputs ready)");
   if (shared) return run_in_place(shared->slots, offset, n);
   run_staged(data, n);
+}
+
+std::pair<std::size_t, std::size_t> ShmAllreduce::owned(std::size_t n) const {
+  const std::size_t p = std::size_t(size_), r = std::size_t(rank_);
+  return {part_begin(r, n, p), part_begin(r + 1, n, p)};
+}
+
+void ShmAllreduce::reduce_scatter(float* data, std::size_t n) {
+  if (size_ == 1 || n == 0) return;
+  std::size_t offset = 0;
+  const DataWindow* shared = find_shared(data, n, offset);
+  agree(shared ? kInPlace + 2 * int64_t(offset) : kStaged, "the shared-memory reduce-scatter (inputs ready)");
+  if (!shared) return run_staged(data, n);
+  const auto [b, e] = owned(n);
+  sum_slice(shared->slots, std::size_t(rank_), offset, b, e);
+  // Nobody may write its buffer again (the next backward) while another rank
+  // still sums from it.
+  barrier("the shared-memory reduce-scatter (sum)");
+}
+
+void ShmAllreduce::allgather(float* data, std::size_t n, float* scratch) {
+  if (size_ == 1 || n == 0) return;
+  const std::size_t p = std::size_t(size_), r = std::size_t(rank_);
+  std::size_t offset = 0;
+  const DataWindow* shared = find_shared(scratch, n, offset);
+  const auto [ob, oe] = owned(n);
+  if (shared && scratch != data) std::memcpy(scratch + ob, data + ob, (oe - ob) * sizeof(float));
+  // Also the barrier after which every rank's slice is in its buffer.
+  agree(shared ? kInPlace + 2 * int64_t(offset) : kStaged, "the shared-memory all-gather (slices ready)");
+  if (shared) {
+    for (std::size_t q = 0; q < p; ++q) {
+      const std::size_t qb = part_begin(q, n, p), qe = part_begin(q + 1, n, p);
+      if (q != r) std::memcpy(data + qb, shared->slots[q] + offset + qb, (qe - qb) * sizeof(float));
+    }
+    barrier("the shared-memory all-gather (copy-out)");
+    return;
+  }
+  // Through the staging halves, a block at a time: each rank puts its part
+  // of the block in its slot, and after the barrier takes the others'. A
+  // half is written again two blocks later, after a barrier every rank
+  // passes only once it has copied this block out.
+  reserve(n);
+  for (std::size_t at = 0; at < n; at += half_, next_half_ ^= 1) {
+    const std::size_t len = std::min(half_, n - at), off = next_half_ * half_;
+    const std::size_t mb = std::max(ob, at), me = std::min(oe, at + len);
+    if (mb < me) std::memcpy(slots_[r] + off + (mb - at), data + mb, (me - mb) * sizeof(float));
+    barrier("the shared-memory all-gather (block ready)");
+    for (std::size_t q = 0; q < p; ++q) {
+      const std::size_t qb = std::max(part_begin(q, n, p), at), qe = std::min(part_begin(q + 1, n, p), at + len);
+      if (q != r && qb < qe) std::memcpy(data + qb, slots_[q] + off + (qb - at), (qe - qb) * sizeof(float));
+    }
+  }
 }
 
 void ShmAllreduce::run_in_place(const std::vector<float*>& slots, std::size_t offset, std::size_t n) {

@@ -60,17 +60,68 @@ void wait_all(Watchdog* watchdog, int n, MPI_Request* requests, const char* what
   check_mpi(MPI_Waitall(n, requests, MPI_STATUSES_IGNORE), what);
 }
 
+namespace {
+
+// Polls before a wait outside MPI starts yielding: about a microsecond and a
+// half, longer than a shared-memory barrier takes when every rank is running.
+constexpr unsigned kSpinPolls = 2048;
+
+void pause_or_yield(unsigned polls) {
+  if (polls < kSpinPolls && !yield_now()) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+    return;
+  }
+  std::this_thread::yield();
+}
+
+struct MpiRequests {
+  int n;
+  MPI_Request* requests;
+  const char* what;
+};
+
+bool requests_done(const void* ctx) {
+  const auto* r = static_cast<const MpiRequests*>(ctx);
+  int done = 0;
+  check_mpi(MPI_Testall(r->n, r->requests, &done, MPI_STATUSES_IGNORE), r->what);
+  return done != 0;
+}
+
+}  // namespace
+
+void wait_until(Watchdog* watchdog, bool (*ready)(const void*), const void* ctx, const char* what) {
+  if (watchdog) return watchdog->wait_until(ready, ctx, what);
+  for (unsigned polls = 0; !ready(ctx); ++polls) pause_or_yield(polls);
+}
+
 void Watchdog::yield_between_polls(const std::atomic<bool>* busy) { t_busy = busy; }
 
 void Watchdog::wait(int n, MPI_Request* requests, const char* what) {
   int done = 0;
   check_mpi(MPI_Testall(n, requests, &done, MPI_STATUSES_IGNORE), what);
   if (done) return;
+  if ((timeout_ <= 0 || size_ == 1) && t_busy == nullptr)  // nothing to watch, nobody to yield to
+    return check_mpi(MPI_Waitall(n, requests, MPI_STATUSES_IGNORE), what);
+  // MPI's own polling decides when to yield (Open MPI: when oversubscribed).
+  const MpiRequests r{n, requests, what};
+  poll(requests_done, &r, what, false);
+}
+
+void Watchdog::wait_until(bool (*ready)(const void*), const void* ctx, const char* what) {
+  if (ready(ctx)) return;
+  poll(ready, ctx, what, true);
+}
+
+void Watchdog::poll(bool (*ready)(const void*), const void* ctx, const char* what, bool spin_then_yield) {
   if (timeout_ <= 0 || size_ == 1) {  // nothing to watch
-    if (t_busy == nullptr) return check_mpi(MPI_Waitall(n, requests, MPI_STATUSES_IGNORE), what);
-    while (!done) {
-      if (yield_now()) std::this_thread::yield();
-      check_mpi(MPI_Testall(n, requests, &done, MPI_STATUSES_IGNORE), what);
+    for (unsigned polls = 1; !ready(ctx); ++polls) {
+      if (spin_then_yield) {
+        pause_or_yield(polls);
+      } else if (yield_now()) {
+        std::this_thread::yield();
+      }
     }
     return;
   }
@@ -79,9 +130,12 @@ void Watchdog::wait(int n, MPI_Request* requests, const char* what) {
   const double start = now_s();
   double since = start, next_look = start + 0.01;
   for (unsigned polls = 1;; ++polls) {
-    if (yield_now()) std::this_thread::yield();
-    check_mpi(MPI_Testall(n, requests, &done, MPI_STATUSES_IGNORE), what);
-    if (done) return;
+    if (spin_then_yield) {
+      pause_or_yield(polls);
+    } else if (yield_now()) {
+      std::this_thread::yield();
+    }
+    if (ready(ctx)) return;
     if (polls % 64 != 0) continue;
     const double t = now_s();
     if (t < next_look) continue;

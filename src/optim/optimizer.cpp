@@ -34,20 +34,26 @@ void Optimizer::freeze(const std::vector<std::pair<std::size_t, std::size_t>>& f
   }
 }
 
-void Sgd::step(float* w, const float* g, float lr, float scale) {
+void Optimizer::step_shard(float* w, const float* g, float lr, float scale, std::size_t begin, std::size_t end) {
+  RT_CHECK(begin <= end && end <= n_, "optimizer shard ", begin, "..", end, " of ", n_);
   ++steps_;
+  for (const auto& [b, e] : trainable_) {
+    const std::size_t lo = std::max(b, begin), hi = std::min(e, end);
+    if (lo < hi) update(w, g, lr, scale, lo, hi);
+  }
+}
+
+void Sgd::update(float* w, const float* g, float lr, float scale, std::size_t begin, std::size_t end) {
   const float mu = momentum_, wd = weight_decay_;
-  for (const auto& [begin, end] : trainable_) {
-    if (mu == 0.0f) {
-      for (std::size_t i = begin; i < end; ++i) w[i] -= lr * (scale * g[i] + wd * w[i]);
-      continue;
-    }
-    float* v = slots_[0].values.data();
-    for (std::size_t i = begin; i < end; ++i) {
-      const float gi = scale * g[i] + wd * w[i];
-      v[i] = mu * v[i] + gi;
-      w[i] -= lr * (nesterov_ ? gi + mu * v[i] : v[i]);
-    }
+  if (mu == 0.0f) {
+    for (std::size_t i = begin; i < end; ++i) w[i] -= lr * (scale * g[i] + wd * w[i]);
+    return;
+  }
+  float* v = slots_[0].values.data();
+  for (std::size_t i = begin; i < end; ++i) {
+    const float gi = scale * g[i] + wd * w[i];
+    v[i] = mu * v[i] + gi;
+    w[i] -= lr * (nesterov_ ? gi + mu * v[i] : v[i]);
   }
 }
 
@@ -66,8 +72,7 @@ AdamW::AdamW(std::size_t n, double beta1, double beta2, double eps, double weigh
   slots_.push_back({"v", BigBuffer<float>(n, 0.0f)});
 }
 
-void AdamW::step(float* w, const float* g, float lr, float scale) {
-  ++steps_;
+void AdamW::update(float* w, const float* g, float lr, float scale, std::size_t begin, std::size_t end) {
   const float b1 = static_cast<float>(beta1_), b2 = static_cast<float>(beta2_);
   const float c1 = static_cast<float>(1.0 - std::pow(beta1_, double(steps_)));
   const float c2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(beta2_, double(steps_))));
@@ -75,13 +80,12 @@ void AdamW::step(float* w, const float* g, float lr, float scale) {
   const float decay = 1.0f - lr * weight_decay_;
   float* m = slots_[0].values.data();
   float* v = slots_[1].values.data();
-  for (const auto& [begin, end] : trainable_)
-    for (std::size_t i = begin; i < end; ++i) {
-      const float gi = scale * g[i];
-      m[i] = b1 * m[i] + (1.0f - b1) * gi;
-      v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-      w[i] = w[i] * decay - step_size * m[i] / (std::sqrt(v[i]) / c2_sqrt + eps_);
-    }
+  for (std::size_t i = begin; i < end; ++i) {
+    const float gi = scale * g[i];
+    m[i] = b1 * m[i] + (1.0f - b1) * gi;
+    v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+    w[i] = w[i] * decay - step_size * m[i] / (std::sqrt(v[i]) / c2_sqrt + eps_);
+  }
 }
 
 bool all_finite(const float* x, std::size_t n) {

@@ -19,8 +19,10 @@ namespace ringtrain {
 
 namespace {
 
-// After the gradients: [loss sum, sample count, checkpoint-now flag, writer-failed flag].
-constexpr std::size_t kTail = 5;  // loss sum, sample count, 3 flags
+// After the gradients: loss sum, sample count, the checkpoint-now, writer-failed
+// and stop flags, and (sharded optimizer) the ranks whose shard of the reduced
+// gradients is not finite.
+constexpr std::size_t kTail = 6;
 
 std::vector<int64_t> iota_rows(int64_t n) {
   std::vector<int64_t> v(n);
@@ -91,6 +93,9 @@ Trainer::Trainer(TrainConfig cfg, Communicator& comm)
   const auto bucket_floats = std::size_t(cfg_.comm_bucket_mb * double(1 << 20) / sizeof(float));
   reducer_ = std::make_unique<BucketReducer>(comm_, grads_, model_->num_params(), grads_n_,
                                              model_->gradient_ready_points(), bucket_floats, cfg_.comm_overlap);
+  // The same decision on every rank: options, world size and algorithm agree.
+  sharded_ = cfg_.comm_shard_optimizer && !cfg_.comm_overlap && comm_.shards_gradients(model_->num_params());
+  if (sharded_) shard_ = comm_.shard(model_->num_params());
   // Per traced step: data, forward, backward, waiting, all-reduce, optimizer
   // and one per bucket; room for evaluations and checkpoints besides.
   const int64_t traced = std::min(cfg_.trace_steps, total_steps_ - start_step_);  // no room for steps never run
@@ -255,7 +260,8 @@ void Trainer::check_monitor() {
 
 void Trainer::log_setup() const {
   const int p = comm_.size();
-  log_.info(str_cat("ringtrain: ", p, " rank(s), all-reduce '", comm_.algorithm(), "', model ",
+  log_.info(str_cat("ringtrain: ", p, " rank(s), all-reduce '", comm_.algorithm(), "'",
+                    sharded_ ? str_cat(" with the optimizer sharded ", p, " ways") : std::string(), ", model ",
                     model_->spec().architecture(), " (", activation_name(cfg_.activation), ", ",
                     model_->num_params(), " parameters), ", task_name(cfg_.task)));
   log_.info(str_cat("data: ", sampler_->rows_per_rank() * p, " training rows (", sampler_->rows_per_rank(),
@@ -296,6 +302,7 @@ void Trainer::log_setup() const {
   e["architecture"] = model_->spec().architecture();
   e["parameters"] = model_->num_params();
   e["algorithm"] = comm_.algorithm();
+  e["shard_optimizer"] = sharded_;
   e["monitor"] = monitor_;
   e["mode"] = metric_mode_name(monitor_mode_);
   if (start_step_ > 0) e["resumed_from"] = resume_path_;
@@ -333,10 +340,11 @@ double Trainer::train_step(int64_t step, int64_t step_in_epoch) {
                   since_checkpoint_.seconds() >= cfg_.checkpoint_every_seconds;
   grads_[n + 3] = root && files_.active() && !files_.failed().empty();
   grads_[n + 4] = stop_signal() != 0;  // any rank's pre-emption signal stops all
-  reducer_->start_step(step, tl);
+  grads_[n + 5] = 0;                   // sharded_update's non-finite shards
+  if (!sharded_) reducer_->start_step(step, tl);
   {
     const TimelineScope scope(tl, "backward", 0, step);
-    model_->backward(dout_.data(), grads_, reducer_.get());
+    model_->backward(dout_.data(), grads_, sharded_ ? nullptr : reducer_.get());
   }
   compute_seconds_ += phase.seconds();
   if (profiles_wait()) {
@@ -345,6 +353,7 @@ double Trainer::train_step(int64_t step, int64_t step_in_epoch) {
     comm_.barrier();
     wait_seconds_ += phase.seconds();
   }
+  if (sharded_) return sharded_update(step, tl);
   phase.reset();
   {
     const TimelineScope scope(tl, reducer_->overlapped() ? "all-reduce (rest)" : "all-reduce", 0, step);
@@ -366,6 +375,52 @@ double Trainer::train_step(int64_t step, int64_t step_in_epoch) {
                    1.0f / global_count);
   optimizer_seconds_ += phase.seconds();
   return global_loss;
+}
+
+// The sharded optimizer's half of a step (comm.shard_optimizer): each rank
+// reduces, checks and updates only its shard, then the ranks exchange the
+// updated parameters. The same arithmetic on every element as the all-reduce
+// path, in about 1/p of the optimizer's time.
+double Trainer::sharded_update(int64_t step, Timeline* tl) {
+  const std::size_t n = model_->num_params();
+  const auto [b, e] = shard_;
+  Timer phase;
+  {
+    const TimelineScope scope(tl, "reduce-scatter", 0, step);
+    comm_.reduce_scatter_gradients(grads_, n);
+    // A non-finite shard on any rank stops every rank before any update.
+    grads_[n + 5] = all_finite(grads_ + b, e - b) ? 0.0f : 1.0f;
+    comm_.allreduce_sum(grads_ + n, kTail);
+  }
+  comm_seconds_ += phase.seconds();
+  const float global_loss = grads_[n], global_count = grads_[n + 1];
+  checkpoint_flag_ = grads_[n + 2];
+  writer_failed_flag_ = grads_[n + 3];
+  stop_flag_ = grads_[n + 4];
+  if (!std::isfinite(global_loss) || grads_[n + 5] != 0.0f) return std::numeric_limits<double>::quiet_NaN();
+  phase.reset();
+  {
+    const TimelineScope scope(tl, "optimizer (shard)", 0, step);
+    optimizer_->step_shard(model_->params(), grads_, static_cast<float>(schedule_.at(step)), 1.0f / global_count,
+                           b, e);
+  }
+  optimizer_seconds_ += phase.seconds();
+  phase.reset();
+  {
+    const TimelineScope scope(tl, "all-gather (parameters)", 0, step);
+    comm_.allgather_shards(model_->params(), n, grads_);
+  }
+  comm_seconds_ += phase.seconds();
+  state_partial_ = true;
+  return global_loss;
+}
+
+void Trainer::gather_optimizer_state() {
+  if (!state_partial_) return;
+  // Each rank's slots are current on its shard only; the gradient buffer is
+  // dead between steps and carries them.
+  for (OptimSlot& slot : optimizer_->slots()) comm_.allgather_shards(slot.values.data(), slot.values.size(), grads_);
+  state_partial_ = false;
 }
 
 std::map<std::string, double> Trainer::evaluate(const Dataset& d, const std::string& prefix) {

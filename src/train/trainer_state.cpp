@@ -28,7 +28,7 @@ const std::set<std::string> kResumeFreeKeys = {
     "train.batch_per_rank", "train.init_from", "checkpoint.every_steps", "checkpoint.every_seconds",
     "checkpoint.keep_last", "eval.keep_best", "comm.algorithm", "eval.batch_size",
     "comm.timeout_seconds", "train.requeue", "comm.compression", "comm.bucket_mb", "comm.overlap",
-    "run.trace", "run.profile"};
+    "comm.shard_optimizer", "run.trace", "run.profile"};
 
 // "[optim]\nlr = 0.1" -> {"optim.lr": "0.1"}
 std::map<std::string, std::string> ini_values(const std::string& ini) {

@@ -52,6 +52,7 @@ TrackerDecision Trainer::evaluate_and_decide(int64_t step, TrainResult& result) 
 }
 
 void Trainer::save(int64_t step, const TrackerDecision& d, bool checkpoint) {
+  if (checkpoint) gather_optimizer_state();  // collective: every rank decided alike
   if (comm_.rank() != 0) return;
   const bool best = d.improved, versioned = cfg_.keep_best > 1 && d.keep;
   if (!best && !versioned && !checkpoint && d.evicted.empty()) return;
@@ -144,6 +145,7 @@ TrainResult Trainer::run() {
       break;
     }
   }
+  gather_optimizer_state();  // whole on every rank once the loop ends
   result.steps = step;
   result.examples_seen = examples_seen_;
   result.interrupted = result.stop == StopReason::kNone && step < total_steps_;
@@ -314,7 +316,8 @@ void Trainer::record_end(int64_t step, const TrainResult& result) const {
   e["comm"] = {{"algorithm", comm_.algorithm()},
                {"compression", comm_.compression()},
                {"buckets", reducer_->ranges().size()},
-               {"overlap", reducer_->overlapped()}};
+               {"overlap", reducer_->overlapped()},
+               {"shard_optimizer", sharded_}};
   if (!result.test.empty()) e["test"] = result.test;
   log_.event("end", e);
 }

@@ -24,10 +24,12 @@ TEST_CASE("defaults match DESIGN.md") {
   CHECK(c.comm_compression == "none");
   CHECK(c.comm_bucket_mb == 4);
   CHECK_FALSE(c.comm_overlap);
+  CHECK(c.comm_shard_optimizer);
   CHECK(c.trace_steps == 0);
   const TrainConfig o = parse_train_args({"--comm.compression=bf16", "--comm.overlap=true", "--comm.bucket_mb=0.5",
-                                          "--run.trace=10", "--run.profile=true"})
+                                          "--run.trace=10", "--run.profile=true", "--comm.shard_optimizer=false"})
                             .config;
+  CHECK_FALSE(o.comm_shard_optimizer);
   CHECK(o.comm_compression == "bf16");
   CHECK(o.comm_overlap);
   CHECK(o.comm_bucket_mb == 0.5);
@@ -74,6 +76,7 @@ TEST_CASE("bad options are usage errors naming the key") {
   fails_with({"--comm.compression=fp16", "--comm.algorithm=mpi"}, "comm.compression=fp16 needs");
   fails_with({"--comm.bucket_mb=-1"}, "comm.bucket_mb");
   fails_with({"--comm.overlap=sometimes"}, "comm.overlap");
+  fails_with({"--comm.shard_optimizer=maybe"}, "comm.shard_optimizer");
   fails_with({"--run.trace=-5"}, "run.trace");
   fails_with({"--run.profile=yes please"}, "run.profile");
   fails_with({"--comm.timeout_seconds=-1"}, "comm.timeout_seconds");

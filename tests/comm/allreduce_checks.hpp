@@ -7,9 +7,11 @@
 #include <doctest/doctest.h>
 #include <mpi.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 
 namespace ringtrain::test {
@@ -95,6 +97,47 @@ void check_deterministic(Algo& algo, std::size_t n = 10007) {
     algo.run(out->data(), n);
   }
   CHECK(all_ranks(std::memcmp(first.data(), second.data(), n * sizeof(float)) == 0));
+}
+
+// run()'s two halves, for the sharded optimizer: after reduce_scatter(data,
+// n) this rank's owned(n) holds the bits run() gives there; the ranks' owned
+// parts cut [0, n) without gaps or overlaps; allgather(data) (a callable:
+// the algorithms differ in what else it takes) fills in the rest from the
+// owners, whatever the rest held before. `buffer(n)`: where the data lives.
+template <class Algo, class Buffer, class Allgather>
+void check_halves_equal_run(Algo& algo, Buffer buffer, Allgather allgather,
+                            std::size_t max_n = std::size_t(-1)) {
+  const int rank = world_rank(), p = world_size();
+  std::mt19937 gen(4321u + unsigned(rank));
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (const std::size_t n : interesting_lengths(max_n)) {
+    CAPTURE(n);
+    float* data = buffer(n);
+    std::vector<float> ref(n);
+    for (std::size_t i = 0; i < n; ++i) data[i] = ref[i] = dist(gen) * 1e3f;
+    algo.run(ref.data(), n);
+    algo.reduce_scatter(data, n);
+    const auto [b, e] = algo.owned(n);
+    REQUIRE(b <= e);
+    REQUIRE(e <= n);
+    CHECK(all_ranks(b == e || std::memcmp(data + b, ref.data() + b, (e - b) * sizeof(float)) == 0));
+    std::vector<unsigned long long> cuts(2 * std::size_t(p));
+    const unsigned long long mine[2] = {b, e};
+    MPI_Allgather(mine, 2, MPI_UNSIGNED_LONG_LONG, cuts.data(), 2, MPI_UNSIGNED_LONG_LONG, MPI_COMM_WORLD);
+    std::vector<std::pair<unsigned long long, unsigned long long>> parts;
+    for (int q = 0; q < p; ++q) parts.emplace_back(cuts[2 * q], cuts[2 * q + 1]);
+    std::sort(parts.begin(), parts.end());
+    unsigned long long at = 0;
+    for (const auto& [pb, pe] : parts) {
+      CHECK(pb == at);
+      at = pe;
+    }
+    CHECK(at == n);
+    for (std::size_t i = 0; i < n; ++i)
+      if (i < b || i >= e) data[i] = std::nanf("");  // only the owned part may count
+    allgather(data, n);
+    CHECK(all_ranks(n == 0 || std::memcmp(data, ref.data(), n * sizeof(float)) == 0));
+  }
 }
 
 }  // namespace ringtrain::test

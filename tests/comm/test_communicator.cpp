@@ -2,6 +2,7 @@
 // errors that turns a failure on one rank into a clean error on every rank.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,40 @@ TEST_CASE("MPI communicator collectives") {
     CHECK(broadcast_string(*comm, r == 0 ? "from root" : "", 0) == "from root");
     comm->barrier();
   }
+}
+
+TEST_CASE("the sharded optimizer's halves through the Communicator, and where they are offered") {
+  const std::size_t n = 100003;  // above auto's recursive-doubling size
+  for (const char* algo : {"ring", "shm", "auto"}) {
+    CAPTURE(algo);
+    auto comm = make_mpi_communicator(algo);
+    const int p = comm->size(), r = comm->rank();
+    CHECK(comm->shards_gradients(n) == (p > 1));
+    if (p == 1) continue;
+    float* grads = comm->shared_gradient_buffer(n);
+    std::vector<float> own(n);
+    if (grads == nullptr) grads = own.data();
+    std::vector<float> ref(n);
+    for (std::size_t i = 0; i < n; ++i) grads[i] = ref[i] = float(int((i * 31 + std::size_t(r) * 7) % 101) - 50);
+    comm->allreduce_gradients(ref.data(), n);
+    comm->reduce_scatter_gradients(grads, n);
+    const auto [b, e] = comm->shard(n);
+    CHECK(std::equal(grads + b, grads + e, ref.data() + b));
+    // The parameters: this rank's shard is its own, the rest comes from the owners.
+    std::vector<float> params(n, -1.0f);
+    for (std::size_t i = b; i < e; ++i) params[i] = float(i);
+    comm->allgather_shards(params.data(), n, grads);
+    bool whole = true;
+    for (std::size_t i = 0; i < n; ++i) whole = whole && params[i] == float(i);
+    CHECK(whole);
+  }
+  // Not offered: MPI_Allreduce (the reference), hierarchical, a compressed
+  // ring, auto's recursive doubling for small buffers, one rank.
+  CHECK_FALSE(make_mpi_communicator("mpi")->shards_gradients(n));
+  CHECK_FALSE(make_mpi_communicator("hierarchical")->shards_gradients(n));
+  CHECK_FALSE(make_mpi_communicator("ring", kDefaultCommTimeout, "bf16")->shards_gradients(n));
+  CHECK_FALSE(make_mpi_communicator("auto")->shards_gradients(kAutoSmallBytesOneNode / sizeof(float)));
+  CHECK_FALSE(SelfCommunicator().shards_gradients(n));
 }
 
 TEST_CASE("unknown all-reduce algorithm is a usage error") {

@@ -95,3 +95,18 @@ TEST_CASE("pipelined ring: tiny segments (many per chunk) give the same results"
   whole.run(b.data(), b.size());
   CHECK(all_ranks(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0));
 }
+
+TEST_CASE("ring reduce-scatter and all-gather: the halves of run(), bit for bit") {
+  for (const std::size_t segment : {RingAllreduce::kDefaultSegment, std::size_t(5)}) {
+    CAPTURE(segment);
+    RingAllreduce ring(MPI_COMM_WORLD, nullptr, segment);
+    std::vector<float> storage;
+    check_halves_equal_run(
+        ring,
+        [&](std::size_t n) {
+          storage.assign(n + 1, 0.0f);
+          return storage.data();
+        },
+        [&](float* data, std::size_t n) { ring.allgather(data, n); }, segment < 100 ? 65537 : std::size_t(-1));
+  }
+}

@@ -3,6 +3,8 @@
 // or 1 element, both staging halves and the alternation across calls).
 #include "ringtrain/comm/shm_allreduce.hpp"
 
+#include <vector>
+
 #include "allreduce_checks.hpp"
 
 using ringtrain::ShmAllreduce;
@@ -83,4 +85,55 @@ TEST_CASE("shm all-reduce: ranks that disagree on the path (shared buffer or not
   std::vector<float> other(16, 1.0f);
   float* mine = world_rank() == 0 ? buf : other.data();
   CHECK_THROWS_WITH(shm.run(mine, 16), doctest::Contains("some ranks passed their shared buffer"));
+}
+
+TEST_CASE("shm reduce-scatter and all-gather: the halves of run(), in place and staged") {
+  const std::size_t capacity = (1u << 20) + 3;
+  for (const std::size_t block : {ShmAllreduce::kDefaultBlock, std::size_t(1000)}) {
+    CAPTURE(block);
+    ShmAllreduce shm(MPI_COMM_WORLD, nullptr, block);
+    float* shared = shm.shared_buffer(capacity);
+    float* scratch = shm.shared_buffer(capacity);
+    if (world_size() == 1) continue;  // nothing to share; the halves are no-ops
+    // In place: the data and the scratch in shared buffers (the trainer's
+    // gradients carry the parameters' slices).
+    std::vector<float> params(capacity);
+    check_halves_equal_run(
+        shm, [&](std::size_t) { return shared; },
+        [&](float* data, std::size_t n) {
+          std::vector<float> copy(data, data + n);  // the parameters: other memory, through the scratch
+          shm.allgather(copy.data(), n, scratch);
+          std::copy(copy.begin(), copy.end(), data);
+        });
+    // Other memory, staged, also as the all-gather's scratch (blocks of 1000:
+    // many blocks, both halves, slices split across blocks).
+    std::vector<float> storage;
+    check_halves_equal_run(
+        shm,
+        [&](std::size_t n) {
+          storage.assign(n + 1, 0.0f);
+          return storage.data();
+        },
+        [&](float* data, std::size_t n) {
+          std::vector<float> other_scratch(n + 1);
+          shm.allgather(data, n, other_scratch.data());
+        });
+  }
+}
+
+TEST_CASE("shm barriers: many in a row, the path check still catches a mismatch") {
+  if (world_size() < 2) return;
+  ShmAllreduce shm(MPI_COMM_WORLD);
+  float* buf = shm.shared_buffer(64);
+  for (int round = 0; round < 2000; ++round) {  // barriers back to back: no rank laps another
+    buf[0] = float(world_rank() + round);
+    shm.run(buf, 1);
+    const int p = world_size();
+    if (buf[0] != float(p * (p - 1) / 2 + p * round)) {
+      FAIL("round ", round, ": got ", buf[0]);
+      break;
+    }
+  }
+  // Another part of the same buffer on one rank: refused everywhere.
+  CHECK_THROWS_WITH(shm.run(world_rank() == 0 ? buf : buf + 16, 16), doctest::Contains("another part of it"));
 }

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -142,6 +143,47 @@ TEST_CASE("optimizers: grad_scale equals pre-scaling the gradients") {
       CHECK(std::fabs(wa[i] - w0[i]) > 1e-3f);  // the steps did move w
     }
   }
+}
+
+TEST_CASE("optimizers: shards of one step give the same bits as the whole step (sharded optimizer)") {
+  // comm.shard_optimizer: each rank updates its shard; frozen ranges stay
+  // untouched whichever shard they fall in.
+  const std::size_t n = 37;
+  for (const std::string name : {"sgd", "adamw"}) {
+    for (const bool frozen : {false, true}) {
+      OptimSpec spec;
+      spec.name = name;
+      spec.nesterov = true;
+      spec.weight_decay = 0.01;
+      auto whole = make_optimizer(spec, n), sharded = make_optimizer(spec, n);
+      if (frozen) {
+        whole->freeze({{3, 9}, {20, 30}});
+        sharded->freeze({{3, 9}, {20, 30}});
+      }
+      std::vector<float> wa(n), g(n);
+      for (std::size_t i = 0; i < n; ++i) wa[i] = 0.1f * float(i) - 1.5f;
+      std::vector<float> wb = wa;
+      const std::size_t cuts[] = {0, 5, 6, 21, 37};  // uneven shards, one of length 1
+      for (int step = 0; step < 5; ++step) {
+        for (std::size_t i = 0; i < n; ++i) g[i] = std::sin(float(i * 7 + step)) * 2.0f;
+        whole->step(wa.data(), g.data(), 0.03f, 0.5f);
+        for (int s = 0; s < 4; ++s) {
+          auto& opt = *sharded;
+          opt.step_shard(wb.data(), g.data(), 0.03f, 0.5f, cuts[s], cuts[s + 1]);
+          if (s < 3) opt.set_steps(opt.steps() - 1);  // p ranks, one step each: count it once here
+        }
+      }
+      INFO(name, frozen ? " with frozen ranges" : "");
+      CHECK(std::memcmp(wa.data(), wb.data(), n * sizeof(float)) == 0);
+      for (std::size_t k = 0; k < whole->slots().size(); ++k)
+        CHECK(std::memcmp(whole->slots()[k].values.data(), sharded->slots()[k].values.data(), n * sizeof(float)) == 0);
+      CHECK(sharded->steps() == 5);
+      if (frozen) CHECK(wb[4] == doctest::Approx(0.1f * 4 - 1.5f));
+    }
+  }
+  auto opt = make_optimizer(OptimSpec{}, 4);
+  std::vector<float> w(4), g(4);
+  CHECK_THROWS(opt->step_shard(w.data(), g.data(), 0.1f, 1.0f, 2, 5));
 }
 
 TEST_CASE("make_optimizer: builds the named optimizer and rejects bad settings") {

@@ -65,3 +65,21 @@ TEST_CASE("the compressed ring allocates nothing per call once reserved" * docte
     if (comm->size() <= 2) CHECK(n == 0);
   }
 }
+
+TEST_CASE("the sharded optimizer's step allocates nothing after warm-up" * doctest::skip(!kAllocCounting)) {
+  // comm.shard_optimizer (the default): reduce-scatter, the shard's update and
+  // the parameters' all-gather, through shared memory and over the ring.
+  for (const char* algo : {"shm", "ring"}) {
+    CAPTURE(algo);
+    auto comm = make_mpi_communicator(algo);
+    SharedDataFile data(*comm, synthetic_classification(64 * comm->size(), 784, 10));
+    TrainConfig cfg = short_run_config(data.path(), data.dir() + "/run_" + algo);
+    cfg.hidden = {256, 128};
+    Trainer t(cfg, *comm);
+    CHECK(t.sharded() == (comm->size() > 1));
+    const long n = allocations_in_steps(t);
+    // Open MPI's own fragments may show up with oversubscribed ranks (see above).
+    MESSAGE("allocations in 10 sharded steps (Open MPI's included): " << n);
+    if (comm->size() <= 2) CHECK(n == 0);
+  }
+}

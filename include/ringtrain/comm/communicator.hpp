@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "ringtrain/util/error.hpp"
 
@@ -31,6 +32,22 @@ class Communicator {
   // Flags and sums that must stay exact go through allreduce_sum.
   virtual void allreduce_gradients(float* data, std::size_t n) { allreduce_sum(data, n); }
   virtual std::string compression() const { return "none"; }
+  // The sharded optimizer (comm.shard_optimizer): the gradient all-reduce in
+  // its two halves, with each rank's optimizer step on its shard between
+  // them. shards_gradients(n): whether this communicator does that for a
+  // gradient buffer of n floats (the algorithm it takes for n has the two
+  // halves: shm and the uncompressed ring; one rank has nothing to share).
+  // shard(n): this rank's part [first, second) of an n-float buffer; the
+  // ranks' parts cut it without gaps or overlaps.
+  virtual bool shards_gradients(std::size_t /*n*/) const { return false; }
+  virtual std::pair<std::size_t, std::size_t> shard(std::size_t n) const { return {0, n}; }
+  // Collective. Afterwards data[shard(n)] holds the sum over ranks, the same
+  // bits allreduce_gradients gives there; the rest of data is undefined.
+  virtual void reduce_scatter_gradients(float* data, std::size_t n) { allreduce_gradients(data, n); }
+  // Collective: every rank's data[shard(n)] to every rank. `scratch`: n
+  // floats the call may overwrite (the trainer's gradient buffer, dead by
+  // then: in shared memory it carries the slices without a staging copy).
+  virtual void allgather_shards(float* /*data*/, std::size_t /*n*/, float* /*scratch*/) {}
   // Whether one other thread may make this communicator's calls while the
   // thread that owns it waits for that thread (MPI_THREAD_SERIALIZED): the
   // communication thread of comm.overlap.

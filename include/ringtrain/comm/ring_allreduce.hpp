@@ -33,6 +33,7 @@
 #include <mpi.h>
 
 #include <cstddef>
+#include <utility>
 #include <vector>
 
 #include "ringtrain/comm/watchdog.hpp"
@@ -51,6 +52,14 @@ class RingAllreduce {
   // Buffers for run(data, n, wire) (the 16-bit ones only for bf16/fp16).
   void reserve(std::size_t n, WireFormat wire = WireFormat::kFp32);
   void run(float* data, std::size_t n, WireFormat wire = WireFormat::kFp32);
+
+  // run()'s two halves (fp32), for the sharded optimizer. After
+  // reduce_scatter(data, n), owned(n) of data holds the sum, the same bits
+  // run() gives there (the rest holds partial sums); allgather(data, n) then
+  // gives every rank each rank's owned(n). Both together are run().
+  std::pair<std::size_t, std::size_t> owned(std::size_t n) const;
+  void reduce_scatter(float* data, std::size_t n);
+  void allgather(float* data, std::size_t n);
 
  private:
   std::size_t chunk_begin(int c, std::size_t n) const;

@@ -36,6 +36,9 @@ class Watchdog {
   // Waits until all n requests completed. `what` names the operation in the
   // report ("the ring all-reduce"). Never returns when the timeout fires.
   void wait(int n, MPI_Request* requests, const char* what);
+  // The same for a wait outside MPI (the shared-memory barrier): polls
+  // ready(ctx) until it returns true.
+  void wait_until(bool (*ready)(const void*), const void* ctx, const char* what);
   double timeout() const { return timeout_; }
   // What a rank answers a roll call: waiting in a collective, or busy on
   // its own and known to come back (rank 0 waiting for its writer).
@@ -55,6 +58,9 @@ class Watchdog {
 
  private:
   enum class RollCall { kSomeBusy };
+  // wait() and wait_until(): polls ready(ctx) with the timeout and the roll
+  // call; spin_then_yield for waits outside MPI (whose polling yields itself).
+  void poll(bool (*ready)(const void*), const void* ctx, const char* what, bool spin_then_yield);
   // Returns kSomeBusy when every rank answered and one is busy; otherwise
   // reports and ends the job.
   RollCall roll_call(const char* what, double waited);
@@ -70,5 +76,9 @@ class Watchdog {
 // Waits until all n requests completed: through `watchdog` when there is one,
 // else plainly (MPI_Waitall; the algorithms' own tests run without one).
 void wait_all(Watchdog* watchdog, int n, MPI_Request* requests, const char* what);
+// Polls ready(ctx) until it returns true: through `watchdog` when there is
+// one, else plainly. Either way it spins briefly, then yields the core
+// between polls (the rank it waits for may need it: oversubscribed runs).
+void wait_until(Watchdog* watchdog, bool (*ready)(const void*), const void* ctx, const char* what);
 
 }  // namespace ringtrain

@@ -34,7 +34,15 @@ class Optimizer {
   // params -= update(grad_scale * grads). The trainer passes summed
   // gradients and grad_scale = 1 / global sample count, which saves a
   // separate pass over the buffer.
-  virtual void step(float* params, const float* grads, float lr, float grad_scale = 1.0f) = 0;
+  void step(float* params, const float* grads, float lr, float grad_scale = 1.0f) {
+    step_shard(params, grads, lr, grad_scale, 0, n_);
+  }
+  // One step that updates only [begin, end) of the buffer (and its state):
+  // the sharded optimizer (comm.shard_optimizer), where each rank updates its
+  // shard and the ranks then exchange parameters. Elementwise, so the shards
+  // of p ranks give the same bits as one full step(). Counts one step.
+  void step_shard(float* params, const float* grads, float lr, float grad_scale, std::size_t begin,
+                  std::size_t end);
   virtual std::string name() const = 0;
   std::vector<OptimSlot>& slots() { return slots_; }
   const std::vector<OptimSlot>& slots() const { return slots_; }
@@ -53,6 +61,11 @@ class Optimizer {
   int64_t steps_ = 0;
   std::vector<OptimSlot> slots_;
   std::vector<std::pair<std::size_t, std::size_t>> trainable_;  // sorted, disjoint
+
+ private:
+  // After ++steps_: updates [begin, end), all of it trainable.
+  virtual void update(float* params, const float* grads, float lr, float grad_scale, std::size_t begin,
+                      std::size_t end) = 0;
 };
 
 // Matches torch.optim.SGD: g' = g + wd*w; v = mu*v + g';
@@ -60,11 +73,12 @@ class Optimizer {
 class Sgd final : public Optimizer {
  public:
   Sgd(std::size_t n, double momentum, bool nesterov, double weight_decay);
-  void step(float* params, const float* grads, float lr, float grad_scale) override;
   std::string name() const override { return "sgd"; }
   std::vector<std::pair<std::string, double>> hyper_parameters() const override;
 
  private:
+  void update(float* params, const float* grads, float lr, float grad_scale, std::size_t begin,
+              std::size_t end) override;
   float momentum_, weight_decay_;
   bool nesterov_;
 };
@@ -73,11 +87,12 @@ class Sgd final : public Optimizer {
 class AdamW final : public Optimizer {
  public:
   AdamW(std::size_t n, double beta1, double beta2, double eps, double weight_decay);
-  void step(float* params, const float* grads, float lr, float grad_scale) override;
   std::string name() const override { return "adamw"; }
   std::vector<std::pair<std::string, double>> hyper_parameters() const override;
 
  private:
+  void update(float* params, const float* grads, float lr, float grad_scale, std::size_t begin,
+              std::size_t end) override;
   double beta1_, beta2_;
   float eps_, weight_decay_;
 };

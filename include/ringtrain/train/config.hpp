@@ -76,6 +76,7 @@ struct TrainConfig {
   std::string comm_compression = "none";  // comm.compression: none | bf16 | fp16
   double comm_bucket_mb = 4;            // comm.bucket_mb (0: one bucket)
   bool comm_overlap = false;            // comm.overlap
+  bool comm_shard_optimizer = true;     // comm.shard_optimizer (where the algorithm allows)
   int64_t trace_steps = 0;              // run.trace: steps in trace.json (0: none)
   bool profile = false;                 // run.profile: barrier before the all-reduce, to time the waiting
   bool requeue = false;                 // train.requeue (acted on by app/)

@@ -92,6 +92,7 @@ class Trainer {
   const LrSchedule& schedule() const { return schedule_; }
   const TrainingPlan& plan() const { return plan_; }
   const Optimizer& optimizer() const { return *optimizer_; }
+  bool sharded() const { return sharded_; }  // comm.shard_optimizer in effect
   int64_t start_step() const { return start_step_; }
 
  private:
@@ -118,6 +119,12 @@ class Trainer {
   // run.profile's barrier before the all-reduce (not with overlap: the main
   // thread makes no MPI call while the communication thread works).
   bool profiles_wait() const { return cfg_.profile && !reducer_->overlapped(); }
+  // Sharded optimizer: reduce-scatter, this rank's shard of the update,
+  // all-gather of the parameters (train_step's second half).
+  double sharded_update(int64_t step, Timeline* tl);
+  // Collective: every rank's optimizer slots whole again (before a
+  // checkpoint, and when run() ends); a no-op unless sharded steps ran.
+  void gather_optimizer_state();
 
   // trainer_state.cpp: what checkpoints hold, resuming, init_from, freeze.
   void stage_model(SavedModel& m, int64_t step) const;
@@ -177,6 +184,10 @@ class Trainer {
   std::size_t grads_n_ = 0;
   BigBuffer<float> grads_storage_;
   std::unique_ptr<BucketReducer> reducer_;  // all-reduces grads_ (comm.bucket_mb, comm.overlap)
+  // comm.shard_optimizer in effect: this rank updates params [shard_) only,
+  // and its optimizer slots are current there only while state_partial_.
+  bool sharded_ = false, state_partial_ = false;
+  std::pair<std::size_t, std::size_t> shard_{0, 0};
   Timeline timeline_;                       // run.trace
   BigBuffer<float> batch_x_, batch_y_, dout_;
   std::vector<int32_t> batch_labels_, predicted_;
