@@ -8,6 +8,8 @@
 #   rt1_b2x   ringtrain, 1 rank, batch 2B  (strong-scaling baseline: the global batch of 2 ranks x B)
 #   rt2_ring  ringtrain, 2 ranks x B, comm.algorithm=ring (ringtrain's all-reduce)
 #   rt2_shm   ringtrain, 2 ranks x B, comm.algorithm=shm  (ringtrain's shared-memory all-reduce)
+#   rt2_shm_ar  the same with comm.shard_optimizer=false: the whole all-reduce, then
+#             every rank's full optimizer step (rt2_shm and rt2_ring shard it)
 #   rt2_mpi   ringtrain, 2 ranks x B, comm.algorithm=mpi  (MPI_Allreduce)
 #   pt1       PyTorch, 1 process, batch B          (bench/pytorch_mlp.py)
 #   pt1_b2x   PyTorch, 1 process, batch 2B
@@ -28,7 +30,7 @@ set -euo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$script_dir")
-all_configs=(rt1 rt1_b2x rt2_ring rt2_shm rt2_mpi pt1 pt1_b2x pt2)
+all_configs=(rt1 rt1_b2x rt2_ring rt2_shm rt2_shm_ar rt2_mpi pt1 pt1_b2x pt2)
 
 usage() {
   cat <<EOF
@@ -48,7 +50,8 @@ usage: bench/bench_train.sh [options] [RINGTRAIN_BINARY]
   --work-dir DIR       run folders, logs and runs.jsonl (default: a new folder under /tmp, kept)
   --wait-idle S        before each run wait up to S s for idle CPUs (default 60; 0: off)
 Configurations: rt1 (ringtrain 1 rank, B), rt1_b2x (1 rank, 2B), rt2_ring,
-rt2_shm, rt2_mpi (2 ranks x B, comm.algorithm ring|shm|mpi), pt1 (PyTorch 1
+rt2_shm, rt2_mpi (2 ranks x B, comm.algorithm ring|shm|mpi), rt2_shm_ar
+(shm without the sharded optimizer), pt1 (PyTorch 1
 process, B), pt1_b2x (1 process, 2B), pt2 (PyTorch DDP gloo, 2 processes x B).
 Weak scaling efficiency = samples/s(2 x B) / (2 x samples/s(1 x B));
 strong scaling speedup = samples/s(2 x B) / samples/s(1 x 2B), efficiency = speedup / 2.
@@ -164,18 +167,19 @@ done
 b2=$((2 * batch))
 declare -A label=(
   [rt1]="ringtrain 1 rank" [rt1_b2x]="ringtrain 1 rank, batch x2" [rt2_ring]="ringtrain 2 ranks (ring)"
-  [rt2_shm]="ringtrain 2 ranks (shm)" [rt2_mpi]="ringtrain 2 ranks (mpi)"
-  [pt1]="PyTorch 1 process" [pt1_b2x]="PyTorch 1 process, batch x2" [pt2]="PyTorch DDP 2 procs (gloo)")
-declare -A ranks=([rt1]=1 [rt1_b2x]=1 [rt2_ring]=2 [rt2_shm]=2 [rt2_mpi]=2 [pt1]=1 [pt1_b2x]=1 [pt2]=2)
-declare -A bpr=([rt1]=$batch [rt1_b2x]=$b2 [rt2_ring]=$batch [rt2_shm]=$batch [rt2_mpi]=$batch
+  [rt2_shm]="ringtrain 2 ranks (shm)" [rt2_shm_ar]="ringtrain 2 ranks (shm, unsharded)"
+  [rt2_mpi]="ringtrain 2 ranks (mpi)" [pt1]="PyTorch 1 process" [pt1_b2x]="PyTorch 1 process, batch x2" [pt2]="PyTorch DDP 2 procs (gloo)")
+declare -A ranks=([rt1]=1 [rt1_b2x]=1 [rt2_ring]=2 [rt2_shm]=2 [rt2_shm_ar]=2 [rt2_mpi]=2 [pt1]=1 [pt1_b2x]=1 [pt2]=2)
+declare -A bpr=([rt1]=$batch [rt1_b2x]=$b2 [rt2_ring]=$batch [rt2_shm]=$batch [rt2_shm_ar]=$batch [rt2_mpi]=$batch
   [pt1]=$batch [pt1_b2x]=$b2 [pt2]=$batch)
-declare -A algo=([rt1]=ring [rt1_b2x]=ring [rt2_ring]=ring [rt2_shm]=shm [rt2_mpi]=mpi)
+declare -A algo=([rt1]=ring [rt1_b2x]=ring [rt2_ring]=ring [rt2_shm]=shm [rt2_shm_ar]=shm [rt2_mpi]=mpi)
+declare -A extra=([rt2_shm_ar]=--comm.shard_optimizer=false)  # more ringtrain options
 declare -A system=([rt1]="ringtrain (ring)" [rt1_b2x]="ringtrain (ring)" [rt2_ring]="ringtrain (ring)"
-  [rt2_shm]="ringtrain (shm)" [rt2_mpi]="ringtrain (MPI_Allreduce)"
+  [rt2_shm]="ringtrain (shm)" [rt2_shm_ar]="ringtrain (shm, unsharded)" [rt2_mpi]="ringtrain (MPI_Allreduce)"
   [pt1]="PyTorch DDP (gloo)" [pt1_b2x]="PyTorch DDP (gloo)" [pt2]="PyTorch DDP (gloo)")
-declare -A baseline=([rt1]=rt1 [rt1_b2x]=rt1_b2x [rt2_ring]=rt1 [rt2_shm]=rt1 [rt2_mpi]=rt1
+declare -A baseline=([rt1]=rt1 [rt1_b2x]=rt1_b2x [rt2_ring]=rt1 [rt2_shm]=rt1 [rt2_shm_ar]=rt1 [rt2_mpi]=rt1
   [pt1]=pt1 [pt1_b2x]=pt1_b2x [pt2]=pt1)
-declare -A strong=([rt2_ring]=rt1_b2x [rt2_shm]=rt1_b2x [rt2_mpi]=rt1_b2x [pt2]=pt1_b2x)
+declare -A strong=([rt2_ring]=rt1_b2x [rt2_shm]=rt1_b2x [rt2_shm_ar]=rt1_b2x [rt2_mpi]=rt1_b2x [pt2]=pt1_b2x)
 clk_tck=$(getconf CLK_TCK) ncpu=$(nproc)
 failures=0
 
@@ -443,6 +447,7 @@ def summary(a):
         ("rt2_ring/rt2_mpi", "ringtrain 2 ranks: ring / mpi"),
         ("rt2_shm/rt2_mpi", "ringtrain 2 ranks: shm / mpi"),
         ("rt2_shm/rt2_ring", "ringtrain 2 ranks: shm / ring"),
+        ("rt2_shm/rt2_shm_ar", "ringtrain 2 ranks shm: sharded optimizer / all-reduce"),
         ("rt1/pt1", "ringtrain 1 rank / PyTorch 1 process"),
         ("rt1_b2x/pt1_b2x", "ringtrain 1 rank / PyTorch 1 process, batch x2"),
         ("pt2/pt1", "PyTorch DDP 2 procs / PyTorch 1 process")]
@@ -497,13 +502,14 @@ wait_for_idle() {
   echo "$busy"
 }
 
-run_ringtrain() {  # np algorithm batch log run_dir
+run_ringtrain() {  # np algorithm batch log run_dir [more options]
   local np=$1 algorithm=$2 rows=$3 log=$4 dir=$5
+  shift 5
   rm -rf "$dir"
   mpirun "${mpirun_args[@]}" -np "$np" "$binary" train --data.train="$train_images" \
     --data.test="$test_images" --run.dir="$dir" --train.epochs="$epochs" --run.progress=false \
     --comm.algorithm="$algorithm" --train.batch_per_rank="$rows" --data.val_fraction=0.1 \
-    "${profile_args[@]}" >"$log" 2>&1
+    "${profile_args[@]}" "$@" >"$log" 2>&1
 }
 
 run_pytorch() {  # procs batch log json
@@ -530,7 +536,7 @@ run_one() {  # id rep
   local TIMEFORMAT='%R %U %S'
   {
     if [[ $kind == rt ]]; then
-      time run_ringtrain "${ranks[$id]}" "${algo[$id]}" "${bpr[$id]}" "$log" "$dir"
+      time run_ringtrain "${ranks[$id]}" "${algo[$id]}" "${bpr[$id]}" "$log" "$dir" ${extra[$id]:-}
     else
       time run_pytorch "${ranks[$id]}" "${bpr[$id]}" "$log" "$json"
     fi

@@ -24,7 +24,7 @@ namespace po = boost::program_options;
 namespace {
 
 // One line: it ends up in one-line error messages too.
-constexpr const char* kUsage =
+constexpr const char* kPlotUsage =
     "ringtrain plot RUN_DIR [RUN_DIR ...] --output FILE.png [options], or "
     "ringtrain plot --bench FILE.json [--bench FILE.json] --output FILE.png [options]";
 
@@ -103,12 +103,12 @@ int run_plot(const std::vector<std::string>& args) {
       "title", po::value<std::string>(), "title (default: generated)")(
       "script", po::value<std::string>(), "also write the gnuplot script (data inline) to this file");
   po::variables_map vm;
-  if (!parse_command("plot", kUsage, opts, args, std::size_t(-1), {"output"}, vm, "RUN_DIR")) return kExitSuccess;
+  if (!parse_command("plot", kPlotUsage, opts, args, std::size_t(-1), {"output"}, vm, "RUN_DIR")) return kExitSuccess;
   const std::vector<std::string> dirs = positional_words(vm);
   const bool bench = vm.count("bench") > 0;
   if (bench == !dirs.empty())
     throw UsageError(str_cat("plot: give either run directories or --bench files", bench ? ", not both" : "",
-                             " (usage: ", kUsage, ")"));
+                             " (usage: ", kPlotUsage, ")"));
   PlotOptions o;
   parse_size(vm["size"].as<std::string>(), o);
   if (vm.count("monitor")) o.monitor = vm["monitor"].as<std::string>();

@@ -119,16 +119,22 @@ ShmAllreduce::ShmAllreduce(MPI_Comm comm, Watchdog* watchdog, std::size_t block)
   check_mpi(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
   check_mpi(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
   if (size_ == 1) return;
-  // The barrier lines: a page per rank, all the room they need.
+  // The barrier lines: a page per rank, all the room they need. The window
+  // gives 8-byte alignment only; each line starts at the next cache line
+  // (the same offset in every process: mappings are page-aligned).
   std::vector<float*> bases;
-  constexpr std::size_t kLineFloats = sizeof(BarrierLine) / sizeof(float);
+  constexpr std::size_t kLine = 64;
+  static_assert(sizeof(BarrierLine) <= kLine, "one cache line per rank");
   try {
-    ctl_win_ = allocate_window(comm_, kLineFloats, bases, 0);
+    ctl_win_ = allocate_window(comm_, 2 * kLine / sizeof(float), bases, 0);
   } catch (...) {
     MPI_Comm_free(&comm_);
     throw;
   }
-  for (float* b : bases) lines_.push_back(reinterpret_cast<BarrierLine*>(b));  // zeroed: epoch 0
+  for (float* b : bases) {  // zeroed: epoch 0
+    const auto at = (reinterpret_cast<std::uintptr_t>(b) + kLine - 1) / kLine * kLine;
+    lines_.push_back(reinterpret_cast<BarrierLine*>(at));
+  }
   MPI_Request req;  // every line zeroed before anyone counts on it
   check_mpi(MPI_Ibarrier(comm_, &req), "MPI_Ibarrier");
   wait_all(watchdog_, 1, &req, "the shared-memory all-reduce (set-up)");

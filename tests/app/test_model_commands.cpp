@@ -26,7 +26,7 @@
 
 using namespace ringtrain;
 using namespace ringtrain::test;
-using Json = nlohmann::json;
+using PlainJson = nlohmann::json;
 
 namespace {
 
@@ -150,7 +150,7 @@ TEST_CASE("evaluate: classification metrics equal Mlp forward + loss + EvalSums"
     const std::string out = capture_stdout(
         [&] { return run_evaluate({"--model", f.model, "--data", f.data, "--json", "--batch-size", batch}); }, &rc);
     CHECK(rc == 0);
-    const Json j = Json::parse(out);
+    const PlainJson j = PlainJson::parse(out);
     CHECK(j["rows"] == f.d.rows);
     CHECK(j["metrics"].size() == 5);
     for (const auto& [name, value] : expected) {
@@ -164,7 +164,7 @@ TEST_CASE("evaluate: classification metrics equal Mlp forward + loss + EvalSums"
   for (const char* name : {"\nloss ", "\naccuracy ", "\nerror ", "\nmcc ", "\nmacro_f1 "})
     CHECK(text.find(name) != std::string::npos);
   // --max-rows takes the first rows only.
-  const Json few = Json::parse(capture_stdout(
+  const PlainJson few = PlainJson::parse(capture_stdout(
       [&] { return run_evaluate({"--model", f.model, "--data", f.data, "--json", "--max-rows", "4"}); }));
   CHECK(few["rows"] == 4);
 }
@@ -176,7 +176,7 @@ TEST_CASE("evaluate: regression metrics (loss, mse, mae)") {
   EvalSums sums(0, 2);
   const double loss = mean_squared_error(ConstMatMap(pred.data(), f.d.rows, 2), f.d.y.data(), nullptr, &abs_sum);
   sums.add_regression(loss, abs_sum, int(f.d.rows));
-  const Json j = Json::parse(capture_stdout(
+  const PlainJson j = PlainJson::parse(capture_stdout(
       [&] { return run_evaluate({"--model", f.model, "--data", f.data, "--json", "--batch-size=3"}); }));
   CHECK(j["metrics"].size() == 3);
   for (const auto& [name, value] : sums.metrics()) {
@@ -297,14 +297,14 @@ TEST_CASE("inspect: a model file, as text and as JSON") {
                              "parameters:        23", "val_accuracy", "monitor", "val_loss", "config:\n# ringtrain"})
     CHECK_MESSAGE(text.find(needle) != std::string::npos, needle);
   CHECK(text.find("optimizer") == std::string::npos);
-  const Json j = Json::parse(capture_stdout([&] { return run_inspect({f.model, "--json"}); }));
+  const PlainJson j = PlainJson::parse(capture_stdout([&] { return run_inspect({f.model, "--json"}); }));
   CHECK(j["format"] == "ringtrain-model");
   CHECK(j["format_version"] == 1);
   CHECK(j["architecture"] == "4-3-2");
   CHECK(j["parameters"] == 23);
   CHECK(j["layers"].size() == 4);
   CHECK(j["layers"][0]["name"] == "dense_0/kernel");
-  CHECK(j["layers"][0]["shape"] == Json::array({4, 3}));
+  CHECK(j["layers"][0]["shape"] == PlainJson::array({4, 3}));
   CHECK(j["metrics"]["val_accuracy"] == 0.75);
   CHECK(j["metrics"]["step"] == 40);
   CHECK(j["config"] == f.m.config);
@@ -325,15 +325,15 @@ TEST_CASE("inspect: a checkpoint shows optimizer, trainer, rank_state and tracke
   c.tracker = {{"best_value", 0.25}, {"best_step", int64_t{30}}, {"bad_evals", int64_t{1}}};
   const std::string path = dir.file("ckpt-40.h5");
   write_checkpoint_file(path, c);
-  const Json j = Json::parse(capture_stdout([&] { return run_inspect({path, "--json"}); }));
+  const PlainJson j = PlainJson::parse(capture_stdout([&] { return run_inspect({path, "--json"}); }));
   CHECK(j["format"] == "ringtrain-checkpoint");
   CHECK(j["architecture"] == "4-3-2");
   CHECK(j["metrics"]["val_accuracy"] == 0.75);
   CHECK(j["optimizer"]["name"] == "adamw");
   CHECK(j["optimizer"]["attributes"]["lr"] == 0.01);
-  CHECK(j["optimizer"]["slots"] == Json::array({"m", "v"}));
+  CHECK(j["optimizer"]["slots"] == PlainJson::array({"m", "v"}));
   CHECK(j["trainer"]["world_size"] == 2);
-  CHECK(j["rank_state"] == Json::parse("[[1,2,3],[4,5,6]]"));
+  CHECK(j["rank_state"] == PlainJson::parse("[[1,2,3],[4,5,6]]"));
   CHECK(j["tracker"]["best_step"] == 30);
   const std::string text = capture_stdout([&] { return run_inspect({path}); });
   for (const char* needle : {"optimizer adamw (slots: m, v):", "beta1", "trainer:", "world_size",

@@ -18,8 +18,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-bool all_ranks(Communicator& comm, bool ok) { return comm.allreduce_min(ok ? 1 : 0) == 1; }
-
 std::vector<nlohmann::json> metrics_lines(const std::string& dir) {
   std::vector<nlohmann::json> out;
   std::ifstream in(dir + "/metrics.jsonl");

@@ -22,8 +22,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-bool all_ranks(Communicator& comm, bool ok) { return comm.allreduce_min(ok ? 1 : 0) == 1; }
-
 // Parameters, every optimizer slot and the optimizer step count, as bytes.
 std::vector<float> state_of(const Trainer& t) {
   std::vector<float> s(t.model().params(), t.model().params() + t.model().num_params());
@@ -33,7 +31,7 @@ std::vector<float> state_of(const Trainer& t) {
 }
 
 // metrics.jsonl without the fields that are timings.
-std::vector<nlohmann::json> metrics_lines(const std::string& dir) {
+std::vector<nlohmann::json> metrics_without_timings(const std::string& dir) {
   std::vector<nlohmann::json> out;
   std::ifstream in(dir + "/metrics.jsonl");
   std::string line;
@@ -100,7 +98,7 @@ TEST_CASE("checkpoint: a run stopped at step k and resumed ends bit-identical to
       REQUIRE(got_state.size() == want_state.size());
       CHECK(all_ranks(*comm, std::memcmp(got_state.data(), want_state.data(), got_state.size() * sizeof(float)) == 0));
       if (comm->rank() == 0) {
-        CHECK(metrics_lines(cfg.run_dir) == metrics_lines(full_cfg.run_dir));
+        CHECK(metrics_without_timings(cfg.run_dir) == metrics_without_timings(full_cfg.run_dir));
         CHECK(read_model_file(cfg.run_dir + "/best.h5").params == read_model_file(full_cfg.run_dir + "/best.h5").params);
       }
     }
@@ -238,7 +236,7 @@ TEST_CASE("pre-emption: a stop signal on one rank stops every rank on the same s
   const std::vector<float> got_state = state_of(last);
   REQUIRE(got_state.size() == want_state.size());
   CHECK(all_ranks(*comm, std::memcmp(got_state.data(), want_state.data(), got_state.size() * sizeof(float)) == 0));
-  if (comm->rank() == 0) CHECK(metrics_lines(cfg.run_dir) == metrics_lines(full_cfg.run_dir));
+  if (comm->rank() == 0) CHECK(metrics_without_timings(cfg.run_dir) == metrics_without_timings(full_cfg.run_dir));
 }
 
 TEST_CASE("pre-emption: a stop signal seen on the last step changes nothing (the run is complete)") {

@@ -20,8 +20,6 @@ using namespace ringtrain::test;
 
 namespace {
 
-bool all_ranks(Communicator& comm, bool ok) { return comm.allreduce_min(ok ? 1 : 0) == 1; }
-
 std::vector<float> params_of(const Trainer& t) {
   return {t.model().params(), t.model().params() + t.model().num_params()};
 }

@@ -14,6 +14,9 @@
 
 namespace ringtrain::test {
 
+// True on every rank iff `ok` holds on every rank.
+inline bool all_ranks(Communicator& comm, bool ok) { return comm.allreduce_min(ok ? 1 : 0) == 1; }
+
 // A classification problem with `classes` Gaussian-ish clusters in `features`
 // dimensions, deterministic in the row index (no RNG state to share).
 inline Dataset synthetic_classification(int64_t rows, int64_t features, int classes) {

@@ -101,7 +101,7 @@ class ShmAllreduce {
   // What each rank publishes for the barrier, on its own cache line: how
   // many barriers it has entered, and the path it named at the last two
   // (agree()); a rank can be at most one barrier ahead of a reader.
-  struct alignas(64) BarrierLine {
+  struct BarrierLine {  // at the start of a cache line of its own
     uint64_t epoch;
     int64_t path[2];
   };
