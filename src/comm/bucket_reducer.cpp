@@ -65,7 +65,6 @@ void BucketReducer::start_step(int64_t step, Timeline* timeline) {
   step_ = step;
   timeline_ = timeline;
   if (!overlap_) return;
-  computing_.store(true, std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lock(mu_);
     ready_ = 0;
@@ -89,7 +88,6 @@ void BucketReducer::finish() {
     for (std::size_t k = 0; k < ranges_.size(); ++k) reduce(k);
     return;
   }
-  computing_.store(false, std::memory_order_relaxed);  // the thread may have the core now
   std::unique_lock<std::mutex> lock(mu_);
   ready_ = n_total_;
   work_.notify_one();
@@ -102,7 +100,6 @@ void BucketReducer::finish() {
 }
 
 void BucketReducer::thread_main() {
-  Watchdog::yield_between_polls(&computing_);  // backward runs on the same core
   uint64_t seen = 0;
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {

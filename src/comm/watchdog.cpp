@@ -17,11 +17,6 @@ namespace {
 
 constexpr int kQuestionTag = 0x7701, kAnswerTag = 0x7702;
 
-thread_local const std::atomic<bool>* t_busy = nullptr;  // Watchdog::yield_between_polls
-
-// Give the core away when another thread of ours is computing on it.
-bool yield_now() { return t_busy != nullptr && t_busy->load(std::memory_order_relaxed); }
-
 double now_s() {
   using namespace std::chrono;
   return duration<double>(steady_clock::now().time_since_epoch()).count();
@@ -67,7 +62,7 @@ namespace {
 constexpr unsigned kSpinPolls = 2048;
 
 void pause_or_yield(unsigned polls) {
-  if (polls < kSpinPolls && !yield_now()) {
+  if (polls < kSpinPolls) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
@@ -96,13 +91,11 @@ void wait_until(Watchdog* watchdog, bool (*ready)(const void*), const void* ctx,
   for (unsigned polls = 0; !ready(ctx); ++polls) pause_or_yield(polls);
 }
 
-void Watchdog::yield_between_polls(const std::atomic<bool>* busy) { t_busy = busy; }
-
 void Watchdog::wait(int n, MPI_Request* requests, const char* what) {
   int done = 0;
   check_mpi(MPI_Testall(n, requests, &done, MPI_STATUSES_IGNORE), what);
   if (done) return;
-  if ((timeout_ <= 0 || size_ == 1) && t_busy == nullptr)  // nothing to watch, nobody to yield to
+  if (timeout_ <= 0 || size_ == 1)  // nothing to watch
     return check_mpi(MPI_Waitall(n, requests, MPI_STATUSES_IGNORE), what);
   // MPI's own polling decides when to yield (Open MPI: when oversubscribed).
   const MpiRequests r{n, requests, what};
@@ -116,13 +109,8 @@ void Watchdog::wait_until(bool (*ready)(const void*), const void* ctx, const cha
 
 void Watchdog::poll(bool (*ready)(const void*), const void* ctx, const char* what, bool spin_then_yield) {
   if (timeout_ <= 0 || size_ == 1) {  // nothing to watch
-    for (unsigned polls = 1; !ready(ctx); ++polls) {
-      if (spin_then_yield) {
-        pause_or_yield(polls);
-      } else if (yield_now()) {
-        std::this_thread::yield();
-      }
-    }
+    for (unsigned polls = 1; !ready(ctx); ++polls)
+      if (spin_then_yield) pause_or_yield(polls);
     return;
   }
   // Read the clock and look for roll calls only every so many polls: one
@@ -130,11 +118,7 @@ void Watchdog::poll(bool (*ready)(const void*), const void* ctx, const char* wha
   const double start = now_s();
   double since = start, next_look = start + 0.01;
   for (unsigned polls = 1;; ++polls) {
-    if (spin_then_yield) {
-      pause_or_yield(polls);
-    } else if (yield_now()) {
-      std::this_thread::yield();
-    }
+    if (spin_then_yield) pause_or_yield(polls);
     if (ready(ctx)) return;
     if (polls % 64 != 0) continue;
     const double t = now_s();

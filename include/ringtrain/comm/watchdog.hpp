@@ -20,7 +20,6 @@
 
 #include <mpi.h>
 
-#include <atomic>
 #include <vector>
 
 namespace ringtrain {
@@ -47,14 +46,6 @@ class Watchdog {
   // busy outside communication for long calls it with kBusy, and the ranks
   // waiting for it wait another period instead of ending the job.
   void answer_roll_calls(int state);
-  // For the calling thread only: while *busy is true, give the core to
-  // another runnable thread between polls (nullptr: never). comm.overlap's
-  // communication thread waits this way while backward runs, so its polling
-  // does not take half the core from the computation it hides behind (ranks
-  // pinned to one core each). Only then: yielding at every poll, also while
-  // the main thread slept, made the first bucket of a bf16 ring over TCP
-  // take 122 ms instead of 75 (one traced run, bench_netns.sh's cluster).
-  static void yield_between_polls(const std::atomic<bool>* busy);
 
  private:
   enum class RollCall { kSomeBusy };
