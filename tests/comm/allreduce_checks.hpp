@@ -99,6 +99,15 @@ void check_deterministic(Algo& algo, std::size_t n = 10007) {
   CHECK(all_ranks(std::memcmp(first.data(), second.data(), n * sizeof(float)) == 0));
 }
 
+// A `buffer(n)` for check_halves_equal_run: ordinary memory, `storage`
+// resized and zeroed for every length.
+inline auto heap_buffer(std::vector<float>& storage) {
+  return [&storage](std::size_t n) {
+    storage.assign(n + 1, 0.0f);
+    return storage.data();
+  };
+}
+
 // run()'s two halves, for the sharded optimizer: after reduce_scatter(data,
 // n) this rank's owned(n) holds the bits run() gives there; the ranks' owned
 // parts cut [0, n) without gaps or overlaps; allgather(data) (a callable:

@@ -102,11 +102,6 @@ TEST_CASE("ring reduce-scatter and all-gather: the halves of run(), bit for bit"
     RingAllreduce ring(MPI_COMM_WORLD, nullptr, segment);
     std::vector<float> storage;
     check_halves_equal_run(
-        ring,
-        [&](std::size_t n) {
-          storage.assign(n + 1, 0.0f);
-          return storage.data();
-        },
-        [&](float* data, std::size_t n) { ring.allgather(data, n); }, segment < 100 ? 65537 : std::size_t(-1));
+        ring, heap_buffer(storage), [&](float* data, std::size_t n) { ring.allgather(data, n); }, segment < 100 ? 65537 : std::size_t(-1));
   }
 }

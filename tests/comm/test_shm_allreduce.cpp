@@ -97,7 +97,6 @@ TEST_CASE("shm reduce-scatter and all-gather: the halves of run(), in place and 
     if (world_size() == 1) continue;  // nothing to share; the halves are no-ops
     // In place: the data and the scratch in shared buffers (the trainer's
     // gradients carry the parameters' slices).
-    std::vector<float> params(capacity);
     check_halves_equal_run(
         shm, [&](std::size_t) { return shared; },
         [&](float* data, std::size_t n) {
@@ -109,12 +108,7 @@ TEST_CASE("shm reduce-scatter and all-gather: the halves of run(), in place and 
     // many blocks, both halves, slices split across blocks).
     std::vector<float> storage;
     check_halves_equal_run(
-        shm,
-        [&](std::size_t n) {
-          storage.assign(n + 1, 0.0f);
-          return storage.data();
-        },
-        [&](float* data, std::size_t n) {
+        shm, heap_buffer(storage), [&](float* data, std::size_t n) {
           std::vector<float> other_scratch(n + 1);
           shm.allgather(data, n, other_scratch.data());
         });

@@ -177,6 +177,10 @@ class Trainer {
   // and the number of ranks that received a stop signal (pre-emption).
   float checkpoint_flag_ = 0, writer_failed_flag_ = 0, stop_flag_ = 0;
 
+  // After the gradients: loss sum, sample count, the checkpoint-now, writer-failed
+  // and stop flags, and (sharded optimizer) the ranks whose shard of the reduced
+  // gradients is not finite.
+  static constexpr std::size_t kTail = 6;
   // Step buffers, allocated once.
   // num_params gradients + [loss sum, sample count, 3 flags]: the
   // communicator's shared buffer when it has one (reduced in place), else ours.
