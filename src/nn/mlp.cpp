@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "ringtrain/nn/gemm.hpp"
 #include "ringtrain/util/error.hpp"
 #include "ringtrain/util/philox.hpp"
 
@@ -121,7 +122,7 @@ ConstMatMap Mlp::forward(const float* x, int batch, bool training, uint64_t drop
     ConstMatMap w(params_.data() + L.kernel, L.in, L.out);
     ConstRowVecMap b(params_.data() + L.bias, L.out);
     MatMap z(L.z.data(), batch, L.out);
-    z.noalias() = in * w;  // (batch, out)
+    matmul(in, w, z);  // (batch, out)
     z.rowwise() += b;
     if (l + 1 == n) break;
     MatMap h(L.h.data(), batch, L.out);
@@ -164,7 +165,7 @@ void Mlp::backward(const float* dout, float* grads, GradientsReady* ready) {
     ConstMatMap in(layer_input(l), batch, L.in);
     MatMap dw(grads + L.kernel, L.in, L.out);
     RowVecMap db(grads + L.bias, L.out);
-    dw.noalias() = in.transpose() * dz;  // (in, out)
+    matmul_tn(in, dz, dw);  // (in, out)
     // Bias gradient summed row by row, in row order. (Eigen's colwise().sum()
     // peels by address alignment, so its rounding changed between runs.)
     db = dz.row(0);
@@ -174,7 +175,7 @@ void Mlp::backward(const float* dout, float* grads, GradientsReady* ready) {
     Layer& P = layers_[l - 1];
     ConstMatMap w(params_.data() + L.kernel, L.in, L.out);
     MatMap dprev(P.dz.data(), batch, P.out);
-    dprev.noalias() = dz * w.transpose();  // (batch, in): dL/d(input of layer l)
+    matmul_nt(dz, w, dprev);  // (batch, in): dL/d(input of layer l)
     if (dropout_active_) dprev = dprev.cwiseProduct(ConstMatMap(P.scale.data(), batch, P.out));
     ConstMatMap h(P.h.data(), batch, P.out);
     if (spec_.activation == Activation::kRelu)

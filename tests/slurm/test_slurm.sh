@@ -60,10 +60,11 @@ DATA=(--data.train="$FASHION/train-images-idx3-ubyte.gz" --data.test="$FASHION/t
 SHORT=("${DATA[@]}" --data.max_rows=4000 --train.epochs=3)
 # d, e: a longer run, evaluated 20 times; the signal is sent once the first
 # metrics line is there. 50 passes of 85 steps (4250 steps, 5-40 s on 2 cores
-# depending on load); a sanitizer build (ASan+UBSan, ~50x slower) gets 3
-# passes (255 steps, about 20 s).
+# depending on load); a sanitizer build (ASan+UBSan, about 5x slower to train:
+# its GEMM is uninstrumented, see include/ringtrain/nn/gemm.hpp) gets 10
+# passes (850 steps, 5-10 s).
 long_epochs=50
-ldd "$RINGTRAIN" 2>/dev/null | grep -qE 'lib(asan|ubsan|tsan)' && long_epochs=3
+ldd "$RINGTRAIN" 2>/dev/null | grep -qE 'lib(asan|ubsan|tsan)' && long_epochs=10
 LONG=("${DATA[@]}" --data.max_rows=12000 --train.epochs="$long_epochs" --train.evals=20 --checkpoint.keep_last=2)
 
 # submit NAME SCRIPT [sbatch options...]: sbatch --wait in the background with the
