@@ -133,14 +133,19 @@ cases=(
 # Fingerprint of a run directory's models and checkpoints.
 h5_sums() { (cd "$1" && find . -name '*.h5' -print0 | sort -z | xargs -0 -r sha256sum); }
 
+# Each case runs in the background and leaves its verdict in $WORK/verdict_<tag>
+# ("ok: ..." or "FAIL: ..." lines, then any diagnostics): the cases take turns
+# with up to $BAD_INPUT_JOBS at once (mpirun's start-up is most of each case's
+# time, and waiting), except those on the shared tmpfs, which run one by one.
 run_case() {  # np name needle args code
   local np=$1 name=$2 needle=$3 args=$4 want=$5 tag="${2// /_}_np$1" prepared="" copy=""
-  local run="$WORK/run_$tag" rc_dir="$WORK/rc_$tag"
+  local run="$WORK/run_$tag" rc_dir="$WORK/rc_$tag" out="$WORK/out_$tag" err="$WORK/err_$tag"
+  local verdict="$WORK/verdict_$tag"
   case "$args" in
     *@RUN3@*) prepared="$D/prev3"; copy="$WORK/copy_$tag"; args=${args//@RUN3@/$copy} ;;
     *@RUN@*) prepared="$D/prev$np"; copy="$WORK/copy_$tag"; args=${args//@RUN@/$copy} ;;
     *FULL@*)
-      [ -n "$TINY" ] || { echo "SKIP: $name: cannot mount a tmpfs here (not root)"; return; }
+      [ -n "$TINY" ] || { echo "SKIP: $name: cannot mount a tmpfs here (not root)" >"$verdict"; return; }
       prepared="$D/stopped$np"; copy="$TINY/run"; args=${args//@FULL@/$copy}; args=${args//@NEARLYFULL@/$copy} ;;
   esac
   if [ -n "$copy" ]; then
@@ -160,38 +165,60 @@ run_case() {  # np name needle args code
   # shellcheck disable=SC2086  # args is a word list by design
   timeout 60 "$MPIEXEC" "${MPIEXEC_ARGS[@]}" -n "$np" bash -c \
     '"$@"; echo $? >"'"$rc_dir"'/rank.${OMPI_COMM_WORLD_RANK:-0}"' _ \
-    "$RINGTRAIN" train $args >"$WORK/out" 2>"$WORK/err"
+    "$RINGTRAIN" train $args >"$out" 2>"$err"
   local launcher_rc=$?
   local codes want_codes
   codes=$(cat "$rc_dir"/rank.* 2>/dev/null | sort | tr '\n' ' ')
   want_codes=$(for _ in $(seq "$np"); do printf '%s ' "$want"; done)
   local errors
-  errors=$(grep -c '^ringtrain: error:' "$WORK/err" || true)
-  if [ "$launcher_rc" = 124 ]; then
-    fail "$name ($np ranks): hung (killed after 60 s)"
-  elif [ "$codes" != "$want_codes" ]; then
-    fail "$name ($np ranks): exit codes per rank '$codes', expected '$want_codes'"; cat "$WORK/err" >&2
-  elif ! grep -qF -- "$needle" "$WORK/err"; then
-    fail "$name ($np ranks): message does not mention '$needle'"; cat "$WORK/err" >&2
-  elif [ "$errors" != 1 ]; then
-    fail "$name ($np ranks): $errors error lines, expected exactly one"; cat "$WORK/err" >&2
-  elif [ -n "$copy" ] && [ "$(h5_sums "$copy")" != "$(h5_sums "$prepared")" ]; then
-    fail "$name ($np ranks): the existing best model or checkpoints changed"
-  elif [ -n "$copy" ] && find "$copy" -name '*.tmp' | grep -q .; then
-    fail "$name ($np ranks): a temporary file is left behind"
-  else
-    pass "$name ($np ranks): $(grep '^ringtrain: error:' "$WORK/err" | cut -c1-150)"
-  fi
+  errors=$(grep -c '^ringtrain: error:' "$err" || true)
+  {
+    if [ "$launcher_rc" = 124 ]; then
+      echo "FAIL: $name ($np ranks): hung (killed after 60 s)"
+    elif [ "$codes" != "$want_codes" ]; then
+      echo "FAIL: $name ($np ranks): exit codes per rank '$codes', expected '$want_codes'"; cat "$err"
+    elif ! grep -qF -- "$needle" "$err"; then
+      echo "FAIL: $name ($np ranks): message does not mention '$needle'"; cat "$err"
+    elif [ "$errors" != 1 ]; then
+      echo "FAIL: $name ($np ranks): $errors error lines, expected exactly one"; cat "$err"
+    elif [ -n "$copy" ] && [ "$(h5_sums "$copy")" != "$(h5_sums "$prepared")" ]; then
+      echo "FAIL: $name ($np ranks): the existing best model or checkpoints changed"
+    elif [ -n "$copy" ] && find "$copy" -name '*.tmp' | grep -q .; then
+      echo "FAIL: $name ($np ranks): a temporary file is left behind"
+    else
+      echo "ok: $name ($np ranks): $(grep '^ringtrain: error:' "$err" | cut -c1-150)"
+    fi
+  } >"$verdict"
   if [ -n "$copy" ]; then rm -rf "$copy" "$TINY/filler" 2>/dev/null || true; fi
 }
 
+BAD_INPUT_JOBS=${BAD_INPUT_JOBS:-3}
+tags=()
 for entry in "${cases[@]}"; do
   IFS='|' read -r name needle args want <<<"$entry"
   for np in 1 2; do
     # Fewer training rows than ranks needs more than one rank.
     [ "$name" = "fewer rows than ranks" ] && [ "$np" = 1 ] && continue
-    run_case "$np" "$name" "$needle" "$args" "${want:-2}"
+    tags+=("${name// /_}_np$np")
+    if [[ "$args" == *FULL@* ]]; then
+      wait  # the tmpfs is shared: this case runs alone
+      run_case "$np" "$name" "$needle" "$args" "${want:-2}"
+    else
+      while [ "$(jobs -rp | wc -l)" -ge "$BAD_INPUT_JOBS" ]; do wait -n || true; done
+      run_case "$np" "$name" "$needle" "$args" "${want:-2}" &
+    fi
   done
+done
+wait
+for tag in "${tags[@]}"; do
+  v="$WORK/verdict_$tag"
+  if [ ! -s "$v" ]; then fail "$tag: no verdict (the case did not finish)"; continue; fi
+  first=$(head -1 "$v")
+  case "$first" in
+    "ok: "*) pass "${first#ok: }" ;;
+    "FAIL: "*) fail "${first#FAIL: }"; tail -n +2 "$v" >&2 ;;
+    *) echo "$first" ;;
+  esac
 done
 echo "$(( ${#cases[@]} )) bad inputs, each on 1 and 2 ranks (but 'fewer rows than ranks')"
 finish

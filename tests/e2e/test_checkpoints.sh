@@ -109,11 +109,11 @@ rt_mpirun 1 "$RINGTRAIN" train "${TRAIN[@]}" --run.dir="$run" --train.epochs=3 -
 
 # SIGKILL rank 0 while it writes a checkpoint (a 1.8M-parameter model
 # checkpointed every step keeps the writer busy), then --resume auto.
-BIG=("${DATA[@]}" --data.max_rows=2000 --model.hidden=1024,1024 --train.epochs=2 --checkpoint.every_steps=1
+BIG=("${DATA[@]}" --data.max_rows=1000 --model.hidden=1024,1024 --train.epochs=2 --checkpoint.every_steps=1
      --checkpoint.keep_last=2)
 rt_mpirun 2 "$RINGTRAIN" train "${BIG[@]}" --run.dir="$WORK/ref" >"$WORK/ref.log" 2>&1 || fail "reference run"
 hit=0
-for attempt in 1 2 3 4 5; do
+for attempt in 1 2 3 4 5 6 7 8; do
   dir="$WORK/kill$attempt"
   rt_mpirun 2 "$RINGTRAIN" train "${BIG[@]}" --run.dir="$dir" >"$WORK/kill.log" 2>&1 &
   launcher=$!
