@@ -15,7 +15,7 @@ namespace {
 
 // Every operand is a dense row-major block: rows * cols floats from data().
 template <typename Map>
-void check_addressable(const Map& m) {
+void check_addressable(const Map& m, bool is_write) {
 #ifdef RINGTRAIN_GEMM_UNINSTRUMENTED
   const std::size_t bytes = std::size_t(m.rows()) * std::size_t(m.cols()) * sizeof(float);
   if (bytes == 0) return;
@@ -24,10 +24,11 @@ void check_addressable(const Map& m) {
     // The same report ASan gives for an instrumented access: where, and
     // whose memory it is. __asan_report_error does not return.
     __asan_report_error(__builtin_return_address(0), __builtin_frame_address(0), __builtin_frame_address(0),
-                        bad, /*is_write=*/0, 1);
+                        bad, is_write ? 1 : 0, 1);
   }
 #else
   (void)m;
+  (void)is_write;
 #endif
 }
 
@@ -35,9 +36,9 @@ void check_shapes(bool ok, const char* op, const ConstMatMap& a, const ConstMatM
   if (!ok)
     throw RuntimeError(str_cat(op, ": operands (", a.rows(), "x", a.cols(), ") and (", b.rows(), "x", b.cols(),
                                ") into (", out.rows(), "x", out.cols(), ") do not match"));
-  check_addressable(a);
-  check_addressable(b);
-  check_addressable(out);
+  check_addressable(a, false);
+  check_addressable(b, false);
+  check_addressable(out, true);
 }
 
 }  // namespace

@@ -2,7 +2,7 @@
 //
 // They live in a source file of their own for the sanitizer build: there
 // Eigen's GEMM kernel is compiled without ASan/UBSan instrumentation (a shadow
-// check on every packet load made training 40x slower than Release and most
+// check on every packet load made training 44x slower than Release and most
 // of the sanitizer suite's time), and instead each product first checks, with
 // ASan, that every byte of its three operands is addressable. A product that
 // would read or write outside a buffer is still reported, before it runs.
