@@ -17,7 +17,10 @@
 // scratch is reserved up front, as the trainer does; MPI_Allreduce keeps
 // whatever internal allocation Open MPI does per call (that is its cost).
 // Timed buffers hold zeros: values do not change the work, and repeated
-// in-place sums of non-zero data would overflow.
+// in-place sums of non-zero data would overflow. By default a call starts
+// with whatever cache state the previous calls left; --hot has each rank
+// write its whole buffer (untimed) before every call, as backward writes the
+// gradient right before the trainer's all-reduce.
 //
 // Each size is verified once before timing: integer-valued floats, each of
 // our results == MPI_Allreduce's, element by element, exactly (all equal the
@@ -56,6 +59,7 @@ struct Options {
   int warmup = -1; // -1: chosen per size
   std::size_t ring_segment = ringtrain::RingAllreduce::kDefaultSegment;
   std::string only;  // comma-separated algorithm names; empty: all
+  bool hot = false;  // each rank writes its buffer before each call (as backward does)
 };
 
 // One all-reduce under test; the last one of the list is MPI_Allreduce.
@@ -75,14 +79,16 @@ struct Result {
 const char* kUsage =
     "usage: mpirun -np P bench_allreduce [--max-bytes N[K|M|G]] [--json FILE]\n"
     "                                    [--iters N] [--warmup N] [--algorithms A,B]\n"
-    "                                    [--ring-segment FLOATS]\n"
+    "                                    [--ring-segment FLOATS] [--hot]\n"
     "  --max-bytes N  largest buffer (default 256M); sizes are 4 B * 4^k plus the\n"
     "                 default model's gradient (235146 floats = 940584 B)\n"
     "  --json FILE    also write the results as JSON (rank 0)\n"
     "  --iters N      timed calls per size (default: 2^31 B / size, in [50, 5000])\n"
     "  --warmup N     untimed calls per size before timing (default: iters/10, >= 3)\n"
     "  --algorithms L only these of ours (comma-separated names), beside mpi\n"
-    "  --ring-segment N  floats per pipelined segment of the ring (default 262144)\n";
+    "  --ring-segment N  floats per pipelined segment of the ring (default 262144)\n"
+    "  --hot          each rank writes its whole buffer (untimed) before every call,\n"
+    "                 as backward writes the gradient before the trainer's all-reduce\n";
 
 std::size_t parse_bytes(const std::string& text) {
   std::size_t pos = 0;
@@ -110,6 +116,7 @@ Options parse_options(int argc, char** argv) {
     else if (a == "--warmup") o.warmup = std::stoi(value());
     else if (a == "--algorithms") o.only = "," + value() + ",";
     else if (a == "--ring-segment") o.ring_segment = std::stoul(value());
+    else if (a == "--hot") o.hot = true;
     else if (a == "-h" || a == "--help") throw std::invalid_argument("");
     else throw std::invalid_argument("unknown option '" + a + "'");
   }
@@ -166,10 +173,12 @@ long long verify(const std::vector<Algo>& algos, float* a, std::size_t n, int ra
   return bad;
 }
 
-double timed(const Algo& algo, float* a, std::size_t n) {
+double timed(const Algo& algo, float* a, std::size_t n, bool hot) {
+  float* d = algo.buffer ? algo.buffer : a;
+  if (hot) std::fill(d, d + n, 0.0f);  // in this rank's caches, modified, as after backward
   ringtrain::check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
   const double t0 = MPI_Wtime();
-  algo.run(algo.buffer ? algo.buffer : a, n);
+  algo.run(d, n);
   return MPI_Wtime() - t0;
 }
 
@@ -188,7 +197,7 @@ Result bench_size(const std::vector<Algo>& algos, float* a, std::size_t bytes, c
       // inherits) as often.
       const std::size_t it = std::size_t(i + warmup), step = (it / 2) % k;
       const std::size_t which = it % 2 == 0 ? (j + step) % k : (k - 1 - j + step) % k;
-      const double dt = timed(algos[which], a, n);
+      const double dt = timed(algos[which], a, n, o.hot);
       if (i >= 0) t[which][std::size_t(i)] = dt;
     }
   for (auto& v : t) {
