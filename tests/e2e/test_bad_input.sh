@@ -162,13 +162,14 @@ run_case() {  # np name needle args code
   fi
   mkdir -p "$rc_dir"
   [[ "$args" == *--run.dir=* ]] || args="$args --run.dir=$run"
+  # (|| keeps set -e from ending the case before its verdict is written)
+  local launcher_rc=0
   # shellcheck disable=SC2086  # args is a word list by design
   timeout 60 "$MPIEXEC" "${MPIEXEC_ARGS[@]}" -n "$np" bash -c \
     '"$@"; echo $? >"'"$rc_dir"'/rank.${OMPI_COMM_WORLD_RANK:-0}"' _ \
-    "$RINGTRAIN" train $args >"$out" 2>"$err"
-  local launcher_rc=$?
+    "$RINGTRAIN" train $args >"$out" 2>"$err" || launcher_rc=$?
   local codes want_codes
-  codes=$(cat "$rc_dir"/rank.* 2>/dev/null | sort | tr '\n' ' ')
+  codes=$(cat "$rc_dir"/rank.* 2>/dev/null | sort | tr '\n' ' ' || true)
   want_codes=$(for _ in $(seq "$np"); do printf '%s ' "$want"; done)
   local errors
   errors=$(grep -c '^ringtrain: error:' "$err" || true)
