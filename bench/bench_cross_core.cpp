@@ -18,7 +18,7 @@
 // ranks) of any implementation, MPI's included. bench/README.md compares it
 // with bench_allreduce's figures.
 //
-// Usage: bench_cross_core [--max-bytes N] [--json FILE]
+// Usage: bench_cross_core [--max-bytes N[K|M|G]] [--json FILE]
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -57,12 +57,24 @@ void pin_to(int cpu) {
   }
 }
 
+// The other process (the child for process 0, the parent for 1): if it is
+// gone, the survivor exits instead of spinning forever.
+pid_t g_peer = 0;
+
+void exit_if_peer_gone(int me) {
+  const bool gone = me == 0 ? waitpid(g_peer, nullptr, WNOHANG) != 0 : getppid() != g_peer;
+  if (gone) {
+    std::fprintf(stderr, "bench_cross_core: the other process ended early\n");
+    _exit(1);
+  }
+}
+
 // Both processes reach the same point (a two-party barrier on the flags).
 void sync(Control* c, int me, long& phase) {
   ++phase;
   c->done[me].value.store(phase, std::memory_order_release);
-  while (c->done[1 - me].value.load(std::memory_order_acquire) < phase) {
-  }
+  for (unsigned long spins = 1; c->done[1 - me].value.load(std::memory_order_acquire) < phase; ++spins)
+    if (spins % (1ul << 24) == 0) exit_if_peer_gone(me);
 }
 
 void write_source(float* src, std::size_t n, long round) {
@@ -128,16 +140,22 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--max-bytes" && i + 1 < argc) {
-      max_bytes = std::strtoull(argv[++i], nullptr, 10);
+      char* end = nullptr;
+      max_bytes = std::strtoull(argv[++i], &end, 10);
+      const std::string suffix = end;  // N, NK, NM or NG (KiB, MiB, GiB)
+      if (suffix == "K") max_bytes <<= 10;
+      else if (suffix == "M") max_bytes <<= 20;
+      else if (suffix == "G") max_bytes <<= 30;
+      else if (!suffix.empty()) max_bytes = 0;  // refused below
     } else if (a == "--json" && i + 1 < argc) {
       json_path = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: bench_cross_core [--max-bytes N] [--json FILE]\n");
+      std::fprintf(stderr, "usage: bench_cross_core [--max-bytes N[K|M|G]] [--json FILE]\n");
       return 2;
     }
   }
   if (max_bytes < (std::size_t(1) << 20)) {
-    std::fprintf(stderr, "bench_cross_core: --max-bytes must be at least 1048576\n");
+    std::fprintf(stderr, "bench_cross_core: --max-bytes must be a size of at least 1M (1048576)\n");
     return 2;
   }
   cpu_set_t allowed;
@@ -159,12 +177,14 @@ int main(int argc, char** argv) {
   std::vector<std::size_t> sizes;
   for (std::size_t b = std::size_t(1) << 20; b <= max_bytes; b *= 4) sizes.push_back(b);
 
+  const pid_t parent = getpid();
   const pid_t child = fork();
   if (child < 0) {
     std::perror("fork");
     return 2;
   }
   const int me = child == 0 ? 1 : 0;
+  g_peer = me == 0 ? child : parent;
   pin_to(cpus[std::size_t(me)]);
   long phase = 0;
   nlohmann::ordered_json rows = nlohmann::ordered_json::array();
