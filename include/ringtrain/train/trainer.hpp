@@ -182,8 +182,8 @@ class Trainer {
   // gradients is not finite.
   static constexpr std::size_t kTail = 6;
   // Step buffers, allocated once.
-  // num_params gradients + [loss sum, sample count, 3 flags]: the
-  // communicator's shared buffer when it has one (reduced in place), else ours.
+  // num_params gradients + the kTail values above: the communicator's shared
+  // buffer when it has one (reduced in place), else ours.
   float* grads_ = nullptr;
   std::size_t grads_n_ = 0;
   BigBuffer<float> grads_storage_;
