@@ -10,9 +10,8 @@
 namespace ringtrain {
 
 Sgd::Sgd(std::size_t n, double momentum, bool nesterov, double weight_decay)
-    : Optimizer(n), momentum_(static_cast<float>(momentum)),
-      weight_decay_(static_cast<float>(weight_decay)), nesterov_(nesterov) {
-  if (momentum_ != 0.0f) slots_.push_back({"momentum", BigBuffer<float>(n, 0.0f)});
+    : Optimizer(n), momentum_(momentum), weight_decay_(weight_decay), nesterov_(nesterov) {
+  if (momentum_ != 0.0) slots_.push_back({"momentum", BigBuffer<float>(n, 0.0f)});
 }
 
 void Optimizer::freeze(const std::vector<std::pair<std::size_t, std::size_t>>& frozen) {
@@ -34,7 +33,7 @@ void Optimizer::freeze(const std::vector<std::pair<std::size_t, std::size_t>>& f
   }
 }
 
-void Optimizer::step_shard(float* w, const float* g, float lr, float scale, std::size_t begin, std::size_t end) {
+void Optimizer::step_shard(float* w, const float* g, double lr, float scale, std::size_t begin, std::size_t end) {
   RT_CHECK(begin <= end && end <= n_, "optimizer shard ", begin, "..", end, " of ", n_);
   ++steps_;
   for (const auto& [b, e] : trainable_) {
@@ -43,8 +42,11 @@ void Optimizer::step_shard(float* w, const float* g, float lr, float scale, std:
   }
 }
 
-void Sgd::update(float* w, const float* g, float lr, float scale, std::size_t begin, std::size_t end) {
-  const float mu = momentum_, wd = weight_decay_;
+void Sgd::update(float* w, const float* g, double lr_d, float scale, std::size_t begin, std::size_t end) {
+  // Every constant is a hyper-parameter rounded once; none is derived in
+  // float from another rounded value.
+  const float lr = static_cast<float>(lr_d), mu = static_cast<float>(momentum_),
+              wd = static_cast<float>(weight_decay_);
   if (mu == 0.0f) {
     for (std::size_t i = begin; i < end; ++i) w[i] -= lr * (scale * g[i] + wd * w[i]);
     return;
@@ -66,25 +68,29 @@ std::vector<std::pair<std::string, double>> AdamW::hyper_parameters() const {
 }
 
 AdamW::AdamW(std::size_t n, double beta1, double beta2, double eps, double weight_decay)
-    : Optimizer(n), beta1_(beta1), beta2_(beta2), eps_(static_cast<float>(eps)),
-      weight_decay_(static_cast<float>(weight_decay)) {
+    : Optimizer(n), beta1_(beta1), beta2_(beta2), eps_(eps), weight_decay_(weight_decay) {
   slots_.push_back({"m", BigBuffer<float>(n, 0.0f)});
   slots_.push_back({"v", BigBuffer<float>(n, 0.0f)});
 }
 
-void AdamW::update(float* w, const float* g, float lr, float scale, std::size_t begin, std::size_t end) {
+void AdamW::update(float* w, const float* g, double lr, float scale, std::size_t begin, std::size_t end) {
+  // The complements and products are taken in double from the values as
+  // given, then rounded once: 1.0f - 0.999f is 0.00099998713, not 0.001, which
+  // would shrink v and make every step larger than the reference's.
   const float b1 = static_cast<float>(beta1_), b2 = static_cast<float>(beta2_);
-  const float c1 = static_cast<float>(1.0 - std::pow(beta1_, double(steps_)));
-  const float c2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(beta2_, double(steps_))));
-  const float step_size = lr / c1;
-  const float decay = 1.0f - lr * weight_decay_;
+  const float one_minus_b1 = static_cast<float>(1.0 - beta1_), one_minus_b2 = static_cast<float>(1.0 - beta2_);
+  const double t = double(steps_);
+  const float c2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(beta2_, t)));
+  const float step_size = static_cast<float>(lr / (1.0 - std::pow(beta1_, t)));
+  const float decay = static_cast<float>(lr * weight_decay_);  // w *= 1 - lr*wd, as w -= (lr*wd)*w
+  const float eps = static_cast<float>(eps_);
   float* m = slots_[0].values.data();
   float* v = slots_[1].values.data();
   for (std::size_t i = begin; i < end; ++i) {
     const float gi = scale * g[i];
-    m[i] = b1 * m[i] + (1.0f - b1) * gi;
-    v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-    w[i] = w[i] * decay - step_size * m[i] / (std::sqrt(v[i]) / c2_sqrt + eps_);
+    m[i] = b1 * m[i] + one_minus_b1 * gi;
+    v[i] = b2 * v[i] + one_minus_b2 * gi * gi;
+    w[i] = (w[i] - decay * w[i]) - step_size * m[i] / (std::sqrt(v[i]) / c2_sqrt + eps);
   }
 }
 

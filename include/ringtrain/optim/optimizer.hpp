@@ -33,15 +33,19 @@ class Optimizer {
   virtual ~Optimizer() = default;
   // params -= update(grad_scale * grads). The trainer passes summed
   // gradients and grad_scale = 1 / global sample count, which saves a
-  // separate pass over the buffer.
-  void step(float* params, const float* grads, float lr, float grad_scale = 1.0f) {
+  // separate pass over the buffer. The learning rate stays a double: the
+  // constants derived from it and from the hyper-parameters (1 - beta,
+  // lr * weight_decay, lr / bias correction) are computed in double and
+  // rounded to float once, so the update is the reference formula evaluated
+  // with the values as given, not with values already rounded to float.
+  void step(float* params, const float* grads, double lr, float grad_scale = 1.0f) {
     step_shard(params, grads, lr, grad_scale, 0, n_);
   }
   // One step that updates only [begin, end) of the buffer (and its state):
   // the sharded optimizer (comm.shard_optimizer), where each rank updates its
   // shard and the ranks then exchange parameters. Elementwise, so the shards
   // of p ranks give the same bits as one full step(). Counts one step.
-  void step_shard(float* params, const float* grads, float lr, float grad_scale, std::size_t begin,
+  void step_shard(float* params, const float* grads, double lr, float grad_scale, std::size_t begin,
                   std::size_t end);
   virtual std::string name() const = 0;
   std::vector<OptimSlot>& slots() { return slots_; }
@@ -64,7 +68,7 @@ class Optimizer {
 
  private:
   // After ++steps_: updates [begin, end), all of it trainable.
-  virtual void update(float* params, const float* grads, float lr, float grad_scale, std::size_t begin,
+  virtual void update(float* params, const float* grads, double lr, float grad_scale, std::size_t begin,
                       std::size_t end) = 0;
 };
 
@@ -77,13 +81,16 @@ class Sgd final : public Optimizer {
   std::vector<std::pair<std::string, double>> hyper_parameters() const override;
 
  private:
-  void update(float* params, const float* grads, float lr, float grad_scale, std::size_t begin,
+  void update(float* params, const float* grads, double lr, float grad_scale, std::size_t begin,
               std::size_t end) override;
-  float momentum_, weight_decay_;
+  double momentum_, weight_decay_;
   bool nesterov_;
 };
 
-// Matches torch.optim.AdamW: w *= 1 - lr*wd; bias-corrected Adam update.
+// Matches torch.optim.AdamW: w *= 1 - lr*wd; m = b1*m + (1-b1)*g;
+// v = b2*v + (1-b2)*g^2; w -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps).
+// The decay is applied as w -= (lr*wd)*w: rounding the small product lr*wd
+// keeps its relative precision, rounding 1 - lr*wd would not.
 class AdamW final : public Optimizer {
  public:
   AdamW(std::size_t n, double beta1, double beta2, double eps, double weight_decay);
@@ -91,10 +98,9 @@ class AdamW final : public Optimizer {
   std::vector<std::pair<std::string, double>> hyper_parameters() const override;
 
  private:
-  void update(float* params, const float* grads, float lr, float grad_scale, std::size_t begin,
+  void update(float* params, const float* grads, double lr, float grad_scale, std::size_t begin,
               std::size_t end) override;
-  double beta1_, beta2_;
-  float eps_, weight_decay_;
+  double beta1_, beta2_, eps_, weight_decay_;
 };
 
 // False if any value is NaN or infinite. A branch-free pass over the bits
