@@ -73,8 +73,7 @@ double Trainer::train_step(int64_t step, int64_t step_in_epoch) {
   // update is never applied.
   if (!std::isfinite(global_loss) || !all_finite(grads_, n))
     return std::numeric_limits<double>::quiet_NaN();
-  optimizer_->step(model_->params(), grads_, static_cast<float>(schedule_.at(step)),
-                   1.0f / global_count);
+  optimizer_->step(model_->params(), grads_, schedule_.at(step), 1.0f / global_count);
   optimizer_seconds_ += phase.seconds();
   return global_loss;
 }
@@ -103,8 +102,7 @@ double Trainer::sharded_update(int64_t step, Timeline* tl) {
   phase.reset();
   {
     const TimelineScope scope(tl, "optimizer (shard)", 0, step);
-    optimizer_->step_shard(model_->params(), grads_, static_cast<float>(schedule_.at(step)), 1.0f / global_count,
-                           b, e);
+    optimizer_->step_shard(model_->params(), grads_, schedule_.at(step), 1.0f / global_count, b, e);
   }
   optimizer_seconds_ += phase.seconds();
   phase.reset();
