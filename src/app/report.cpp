@@ -39,6 +39,8 @@ void add_setup(const RunSummary& r, Json& j) {
   for (const char* key :
        {"world_size", "batch_per_rank", "global_batch", "base_lr", "effective_lr", "algorithm", "parameters"})
     j[key] = from_start(key);
+  // Micro-batches per step (train.accumulate); runs from before it have 1.
+  j["accumulate"] = start == nullptr ? Json() : Json(start->value("accumulate", int64_t{1}));
   Json sizes = Json::array();
   for (const Json& e : r.events)
     if (e["event"] == "start" && e.contains("world_size")) sizes.push_back(e["world_size"]);
@@ -173,7 +175,11 @@ std::vector<Row> table_rows(const Json& runs) {
   add("global batch", [](const Json& r) {
     return r["global_batch"].is_null()
                ? "-"
-               : str_cat(cell(r["global_batch"]), " (", cell(r["batch_per_rank"]), " x ", cell(r["world_size"]), ")");
+               : str_cat(cell(r["global_batch"]), " (", cell(r["batch_per_rank"]), " x ",
+                         r["accumulate"].is_number_integer() && r["accumulate"].get<int64_t>() > 1
+                             ? str_cat(cell(r["accumulate"]), " accumulated x ")
+                             : std::string(),
+                         cell(r["world_size"]), ")");
   });
   add("effective lr", [](const Json& r) { return cell(r["effective_lr"]); });
   add("examples seen", [](const Json& r) { return cell(r["examples_seen"]); });

@@ -91,7 +91,7 @@ void check_event(const Json& e, const std::string& path) {
   if (name == "end") required.push_back("reason");
   for (const char* k : required)
     if (!e.contains(k)) throw UsageError(str_cat(path, ": a \"", name, "\" record without \"", k, "\": ", e.dump()));
-  expect({"step", "examples_seen", "world_size", "batch_per_rank", "global_batch", "pass_examples"},
+  expect({"step", "examples_seen", "world_size", "batch_per_rank", "accumulate", "global_batch", "pass_examples"},
          &Json::is_number_integer, "an integer");
   expect({"reason", "message", "monitor", "mode", "algorithm", "path", "resumed_from"}, &Json::is_string, "a string");
   expect({"wall_s", "train_s", "comm_s", "samples_per_s", "trained_examples", "base_lr", "effective_lr", "epoch"},

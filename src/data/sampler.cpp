@@ -25,7 +25,7 @@ void shuffle_in_place(std::vector<int64_t>& v, uint64_t key) {
 
 ShardSampler::ShardSampler(int64_t total_rows, int rank, int world, int batch, bool shuffle,
                            uint64_t seed)
-    : rank_(rank), batch_(batch), shuffle_(shuffle), seed_(seed) {
+    : rank_(rank), batch_(batch), micro_(batch), shuffle_(shuffle), seed_(seed) {
   RT_CHECK(world > 0 && rank >= 0 && rank < world, "bad rank ", rank, " of ", world);
   if (batch <= 0) throw UsageError(str_cat("train.batch_per_rank: must be positive, got ", batch));
   rows_per_rank_ = total_rows / world;
@@ -42,6 +42,16 @@ void ShardSampler::set_epoch(int64_t epoch) {
   epoch_ = epoch;
   std::iota(order_.begin(), order_.end(), int64_t{0});
   if (shuffle_) shuffle_in_place(order_, mix_key(seed_, static_cast<uint64_t>(epoch), uint64_t(rank_)));
+}
+
+void ShardSampler::set_accumulate(int k) {
+  if (k < 1) throw UsageError(str_cat("train.accumulate: must be >= 1, got ", k));
+  if (k > 1 && int64_t(micro_) * k > rows_per_rank_)
+    throw UsageError(str_cat("train.accumulate: ", k, " micro-batches x train.batch_per_rank ", micro_, " = ",
+                             int64_t(micro_) * k, " rows per step, more than the ", rows_per_rank_,
+                             " training rows of each rank"));
+  accumulate_ = k;
+  batch_ = micro_ * k;  // fits: at most rows_per_rank_, checked above
 }
 
 int ShardSampler::batch_size(int64_t step) const {

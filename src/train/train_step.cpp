@@ -11,27 +11,83 @@
 
 namespace ringtrain {
 
-double Trainer::train_step(int64_t step, int64_t step_in_epoch) {
-  const std::size_t n = model_->num_params();
-  const int count = sampler_->batch_size(step_in_epoch);
-  Timeline* const tl = tracing(step) ? &timeline_ : nullptr;
+namespace {
+
+// train.accumulate: the last micro-batch's backward writes its gradients into
+// the buffer the all-reduce reads; each prefix it completes gets the earlier
+// micro-batches' sum added before it is passed on, so the bucket reducer
+// (comm.overlap) launches a bucket only once it holds the whole step's sum.
+class AddAccumulated final : public GradientsReady {
+ public:
+  AddAccumulated(float* grads, const float* accum, GradientsReady* next) : grads_(grads), accum_(accum), next_(next) {}
+  void gradients_ready(std::size_t prefix) override {
+    for (std::size_t i = done_; i < prefix; ++i) grads_[i] += accum_[i];
+    done_ = prefix;
+    if (next_ != nullptr) next_->gradients_ready(prefix);
+  }
+  std::size_t done() const { return done_; }
+
+ private:
+  float* grads_;
+  const float* accum_;
+  GradientsReady* next_;
+  std::size_t done_ = 0;
+};
+
+}  // namespace
+
+double Trainer::forward_micro_batch(int64_t step, int k, const int64_t* rows, int count, Timeline* tl) {
   Timer phase;
   {
     const TimelineScope scope(tl, "data", 0, step);
-    gather_rows(train_, sampler_->batch_rows(step_in_epoch), count, batch_x_.data(), batch_labels_.data(),
-                batch_y_.data());
+    gather_rows(train_, rows, count, batch_x_.data(), batch_labels_.data(), batch_y_.data());
   }
   data_seconds_ += phase.seconds();
   phase.reset();
   double loss = 0;
   {
     const TimelineScope scope(tl, "forward", 0, step);
-    const uint64_t dropout_key = mix_key(cfg_.seed, 0xD5u, uint64_t(step), uint64_t(comm_.rank()));
+    // Micro-batch 0 keeps the key of a step without accumulation; the others
+    // get masks of their own.
+    const uint64_t dropout_key =
+        k == 0 ? mix_key(cfg_.seed, 0xD5u, uint64_t(step), uint64_t(comm_.rank()))
+               : mix_key(cfg_.seed, 0xD5u, uint64_t(step), uint64_t(comm_.rank()), uint64_t(k));
     ConstMatMap out = model_->forward(batch_x_.data(), count, true, dropout_key);
     loss = cfg_.task == Task::kClassification
                ? softmax_cross_entropy(out, batch_labels_.data(), dout_.data(), nullptr)
                : mean_squared_error(out, batch_y_.data(), dout_.data());
   }
+  compute_seconds_ += phase.seconds();
+  return loss;
+}
+
+double Trainer::train_step(int64_t step, int64_t step_in_epoch) {
+  const std::size_t n = model_->num_params();
+  // The step's rows (train.accumulate micro-batches of b; the last step of a
+  // pass may be short and have fewer), and its micro-batches.
+  const int count = sampler_->batch_size(step_in_epoch);
+  const int64_t* rows = sampler_->batch_rows(step_in_epoch);
+  const int b = sampler_->micro_batch();
+  const int micro = (count + b - 1) / b;
+  Timeline* const tl = tracing(step) ? &timeline_ : nullptr;
+  double loss = 0;
+  // Every micro-batch but the last: gradients summed into accum_, with the
+  // gradient buffer (idle until this step's all-reduce) as scratch.
+  if (micro > 1) {
+    const TimelineScope scope(tl, "micro-batches (accumulated)", 0, step);
+    for (int k = 0; k + 1 < micro; ++k) {
+      loss += forward_micro_batch(step, k, rows + std::ptrdiff_t(k) * b, b, nullptr);
+      const Timer phase;
+      float* const out = k == 0 ? accum_.data() : grads_;
+      model_->backward(dout_.data(), out, nullptr);
+      if (k > 0)
+        for (std::size_t i = 0; i < n; ++i) accum_[i] += grads_[i];
+      compute_seconds_ += phase.seconds();
+    }
+  }
+  const int last = micro - 1;
+  loss += forward_micro_batch(step, last, rows + std::ptrdiff_t(last) * b, count - last * b, tl);
+  Timer phase;
   // The exact sums ride in the last bucket; they are final before backward
   // starts (finish() marks them ready).
   grads_[n] = static_cast<float>(loss);
@@ -43,10 +99,19 @@ double Trainer::train_step(int64_t step, int64_t step_in_epoch) {
   grads_[n + 3] = root && files_.active() && !files_.failed().empty();
   grads_[n + 4] = stop_signal() != 0;  // any rank's pre-emption signal stops all
   grads_[n + 5] = 0;                   // sharded_update's non-finite shards
+  // Only now, with the last micro-batch, may the all-reduce start (overlap
+  // launches buckets from inside this backward).
   if (!sharded_) reducer_->start_step(step, tl);
   {
     const TimelineScope scope(tl, "backward", 0, step);
-    model_->backward(dout_.data(), grads_, sharded_ ? nullptr : reducer_.get());
+    GradientsReady* const reducer = sharded_ ? nullptr : reducer_.get();
+    if (micro == 1) {
+      model_->backward(dout_.data(), grads_, reducer);
+    } else {
+      AddAccumulated add(grads_, accum_.data(), reducer);
+      model_->backward(dout_.data(), grads_, &add);
+      RT_CHECK(add.done() == n, "backward reported ", add.done(), " of ", n, " gradients");
+    }
   }
   compute_seconds_ += phase.seconds();
   if (profiles_wait()) {

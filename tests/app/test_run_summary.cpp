@@ -75,6 +75,10 @@ TEST_CASE("load_run: an event field missing or of the wrong type is a usage erro
   CHECK_THROWS_WITH_AS(load_run(events(R"({"event": "start", "examples_seen": 0})")),
                        doctest::Contains("a \"start\" record without \"step\""), UsageError);
   CHECK(load_run(events(R"({"event": "a later kind", "x": [1]})")).events.size() == 1);  // unknown kinds pass
+  // train.accumulate's micro-batches per step; absent in runs from before it.
+  CHECK_THROWS_WITH_AS(load_run(events(R"({"event": "start", "step": 0, "examples_seen": 0, "accumulate": "2"})")),
+                       doctest::Contains("\"accumulate\" is not an integer"), UsageError);
+  CHECK(load_run(events(R"({"event": "start", "step": 0, "examples_seen": 0, "accumulate": 2})")).events.size() == 1);
 }
 
 TEST_CASE("load_run: metric names that are not plain names are left out of the columns") {

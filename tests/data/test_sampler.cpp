@@ -157,6 +157,39 @@ TEST_CASE("sampler: too few rows or a non-positive batch are usage errors") {
   CHECK_NOTHROW(ShardSampler(4, 3, 4, 8, false, 0));
 }
 
+TEST_CASE("sampler: train.accumulate makes a step of k micro-batches, the same order as batch k*b") {
+  // 23 rows per rank, b = 4, k = 3: steps of 12 rows, the last one of 11.
+  for (const bool shuffle : {false, true}) {
+    CAPTURE(shuffle);
+    ShardSampler acc(46, 1, 2, 4, shuffle, 9), whole(46, 1, 2, 12, shuffle, 9);
+    acc.set_accumulate(3);
+    CHECK(acc.accumulate() == 3);
+    CHECK(acc.micro_batch() == 4);
+    CHECK(acc.step_rows() == 12);
+    CHECK(acc.steps_per_epoch() == whole.steps_per_epoch());
+    CHECK(acc.steps_per_epoch() == 2);
+    for (int64_t e = 0; e < 2; ++e) {
+      acc.set_epoch(e);
+      whole.set_epoch(e);
+      for (int64_t s = 0; s < 2; ++s) {
+        CHECK(acc.batch_size(s) == whole.batch_size(s));
+        CHECK(std::equal(acc.batch_rows(s), acc.batch_rows(s) + acc.batch_size(s), whole.batch_rows(s)));
+      }
+    }
+    CHECK(acc.batch_size(1) == 11);
+  }
+  ShardSampler one(46, 0, 2, 4, false, 9);
+  one.set_accumulate(1);
+  CHECK(one.steps_per_epoch() == 6);  // k = 1: as before
+  CHECK_THROWS_WITH_AS(one.set_accumulate(0), "train.accumulate: must be >= 1, got 0", UsageError);
+  CHECK_THROWS_WITH_AS(one.set_accumulate(6), doctest::Contains("train.accumulate: 6 micro-batches x "
+                                                                "train.batch_per_rank 4 = 24 rows per step, more "
+                                                                "than the 23 training rows"),
+                       UsageError);
+  one.set_accumulate(5);  // 20 of 23 rows: fits
+  CHECK(one.steps_per_epoch() == 2);
+}
+
 TEST_CASE("shuffle_in_place: a deterministic, key-dependent, uniform permutation") {
   std::vector<int64_t> a(30), b;
   std::iota(a.begin(), a.end(), 0);

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "alloc_counter.hpp"
 #include "ringtrain/comm/mpi_communicator.hpp"
 #include "ringtrain/train/trainer.hpp"
 #include "train_fixtures.hpp"
@@ -30,6 +31,14 @@ double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return worst;
 }
 
+// Largest |a - b| relative to |b| (with a floor for values near 0).
+double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double worst = 0;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    worst = std::max(worst, double(std::abs(a[i] - b[i])) / (1e-3 + std::abs(b[i])));
+  return worst;
+}
+
 // Rank 0 trains `cfg` alone with batch p*b on the same rows and compares with
 // the p-rank result `got` (relative tolerance); every rank learns the verdict.
 bool matches_single_rank(Communicator& comm, const TrainConfig& cfg, const std::vector<float>& got) {
@@ -43,9 +52,7 @@ bool matches_single_rank(Communicator& comm, const TrainConfig& cfg, const std::
     single.run();
     const std::vector<float> want = params_of(single);
     REQUIRE(want.size() == got.size());
-    double worst = 0;
-    for (std::size_t i = 0; i < want.size(); ++i)
-      worst = std::max(worst, double(std::abs(want[i] - got[i])) / (1e-3 + std::abs(want[i])));
+    const double worst = max_rel_diff(got, want);
     CAPTURE(worst);
     close = worst < 1e-4;
     CHECK(close);
@@ -112,6 +119,144 @@ TEST_CASE("a short batch is averaged over the rows it has, not the nominal batch
   ta.run();
   tb.run();
   CHECK(max_abs_diff(params_of(ta), params_of(tb)) < 1e-6);
+}
+
+TEST_CASE("train.accumulate: K micro-batches of b train as one batch of K*b, to float tolerance") {
+  // The gradient of a step is the mean over all K*b rows of each rank (then
+  // over ranks): the sums of K backward passes against one. Also across the
+  // short last step of a pass (22 rows per rank, steps of 12: micro-batches
+  // of 4, 4, 4 then 4, 4, 2), with the all-reduce overlapped with the last
+  // micro-batch's backward, and with the sharded optimizer.
+  auto comm = make_mpi_communicator("ring");
+  const int p = comm->size();
+  SharedDataFile data(*comm, synthetic_classification(22 * p, 9, 3));
+  struct Case {
+    std::string what, optim;
+    bool overlap, shard;
+  };
+  double worst_seen = 0;
+  for (const Case& c : {Case{"sgd", "sgd", false, false}, Case{"adamw", "adamw", false, false},
+                        Case{"sgd, overlap", "sgd", true, false},
+                        Case{"adamw, sharded optimizer", "adamw", false, true}}) {
+    CAPTURE(c.what);
+    TrainConfig cfg = short_run_config(data.path(), data.dir() + "/run_acc_" + c.what);
+    cfg.hidden = {16, 8};
+    cfg.max_steps = 0;
+    cfg.epochs = 3;
+    cfg.shuffle = true;
+    cfg.optim.name = c.optim;
+    cfg.optim.nesterov = c.optim == "sgd";
+    cfg.optim.weight_decay = 1e-3;
+    cfg.lr = c.optim == "adamw" ? 0.01 : 0.2;
+    cfg.comm_overlap = c.overlap;
+    cfg.comm_bucket_mb = c.overlap ? 1e-4 : 4;  // with overlap: a bucket per layer, launched during backward
+    cfg.comm_shard_optimizer = c.shard;
+    TrainConfig whole = cfg;
+    whole.batch_per_rank = 12;
+    whole.run_dir += "_whole";
+    cfg.batch_per_rank = 4;
+    cfg.accumulate = 3;
+    Trainer acc(cfg, *comm), one(whole, *comm);
+    CHECK(acc.plan().global_batch == 12 * p);
+    CHECK(acc.schedule().global_batch == 12 * p);
+    CHECK(acc.schedule().at(0) == one.schedule().at(0));
+    CHECK(acc.sampler().steps_per_epoch() == 2);
+    CHECK(acc.plan().total_steps == one.plan().total_steps);
+    CHECK(acc.model().max_batch() < 12);  // activations for a micro-batch, not the step
+    const TrainResult ra = acc.run(), ro = one.run();
+    CHECK(ra.steps == 6);
+    CHECK(ra.steps == ro.steps);
+    CHECK(ra.examples_seen == 3 * 22 * p);
+    CHECK(ra.examples_seen == ro.examples_seen);
+    const std::vector<float> a = params_of(acc), b = params_of(one);
+    REQUIRE(a.size() == b.size());
+    const double worst = max_rel_diff(a, b);
+    CAPTURE(worst);
+    CHECK(worst < 1e-4);
+    worst_seen = std::max(worst_seen, worst);
+    std::vector<float> root = a;  // replicas stay bit-identical
+    comm->broadcast(root.data(), root.size() * sizeof(float), 0);
+    CHECK(all_ranks(*comm, std::memcmp(root.data(), a.data(), a.size() * sizeof(float)) == 0));
+  }
+  if (comm->rank() == 0) MESSAGE("train.accumulate vs one batch: largest relative difference " << worst_seen);
+}
+
+TEST_CASE("train.accumulate: overlap gives the same bits as the sequential all-reduce, dropout per micro-batch") {
+  // The buckets may only go out once the last micro-batch's backward has
+  // added the earlier micro-batches: overlapped or not, the same sums.
+  auto comm = make_mpi_communicator("ring");
+  SharedDataFile data(*comm, synthetic_classification(120, 40, 3));
+  TrainConfig cfg = short_run_config(data.path(), data.dir() + "/run");
+  cfg.hidden = {64, 32, 16};
+  cfg.shuffle = true;
+  cfg.dropout = 0.2f;
+  cfg.comm_bucket_mb = 1e-4;
+  cfg.comm_shard_optimizer = false;
+  cfg.batch_per_rank = 3;
+  cfg.accumulate = 2;
+  std::vector<float> result[2];
+  for (int overlap = 0; overlap < 2; ++overlap) {
+    cfg.comm_overlap = overlap == 1;
+    cfg.run_dir = data.dir() + "/run_acc_overlap" + std::to_string(overlap);
+    Trainer t(cfg, *comm);
+    CHECK(t.run().steps == 20);
+    result[overlap] = params_of(t);
+  }
+  CHECK(all_ranks(*comm, result[0] == result[1]));
+  // With dropout, K=2 is not K=1 with batch 2b: the first micro-batch keeps
+  // the step's key, the second draws masks of its own.
+  cfg.comm_overlap = false;
+  cfg.batch_per_rank = 6;
+  cfg.accumulate = 1;
+  cfg.run_dir = data.dir() + "/run_acc_k1";
+  Trainer k1(cfg, *comm);
+  k1.run();
+  CHECK(max_abs_diff(params_of(k1), result[0]) > 0);
+}
+
+TEST_CASE("train.accumulate: more rows per step than a rank has is a usage error naming the key") {
+  auto comm = make_mpi_communicator("ring");
+  const int p = comm->size();
+  SharedDataFile data(*comm, synthetic_classification(10 * p, 3, 2));
+  TrainConfig cfg = short_run_config(data.path(), data.dir() + "/run");
+  cfg.batch_per_rank = 4;
+  cfg.accumulate = 3;  // 12 rows per step, 10 per rank
+  try {
+    Trainer t(cfg, *comm);
+    FAIL("expected an error");
+  } catch (const CollectiveError& e) {
+    CHECK(e.exit_code() == kExitUsage);
+    const std::string what = e.what();
+    CAPTURE(what);
+    CHECK(what.find("train.accumulate") != std::string::npos);
+    CHECK(what.find('\n') == std::string::npos);
+  }
+  cfg.accumulate = 0;
+  cfg.run_dir = data.dir() + "/run0";
+  CHECK_THROWS_WITH_AS(Trainer(cfg, *comm), doctest::Contains("train.accumulate"), CollectiveError);
+}
+
+TEST_CASE("train.accumulate: the step allocates nothing after warm-up" * doctest::skip(!kAllocCounting)) {
+  auto comm = make_mpi_communicator("ring");
+  if (comm->rank() != 0) return;  // ours alone, with a size-1 communicator
+  SelfCommunicator self;
+  TempDir dir;
+  write_hdf5_dataset(dir.file("d.h5"), synthetic_classification(64, 30, 4));
+  TrainConfig cfg = short_run_config(dir.file("d.h5"), dir.file("run"));
+  cfg.dropout = 0.1f;
+  cfg.accumulate = 3;
+  for (const bool overlap : {false, true}) {
+    cfg.comm_overlap = overlap;
+    cfg.comm_bucket_mb = overlap ? 1e-4 : 4;
+    cfg.run_dir = dir.file(overlap ? "run_overlap" : "run");
+    Trainer t(cfg, self);
+    for (int64_t s = 0; s < 2; ++s) t.train_step(s, s);  // warm-up
+    AllocationCounter counter;
+    for (int64_t s = 2; s < 5; ++s) t.train_step(s, s);
+    const long n = counter.stop();
+    CAPTURE(overlap);
+    CHECK(n == 0);
+  }
 }
 
 TEST_CASE("ring, shared memory and MPI_Allreduce give the same training result") {

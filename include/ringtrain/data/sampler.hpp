@@ -11,6 +11,9 @@
 //    length on every rank).
 //  - shuffled, each rank permutes its own rows once per epoch with a
 //    counter-based generator keyed by (seed, epoch, rank).
+//  - gradient accumulation (train.accumulate = k): a step takes k
+//    micro-batches of b rows, i.e. k*b rows per rank; `batch` above is then
+//    k*b everywhere (the trainer cuts a step's rows into micro-batches).
 #pragma once
 
 #include <cstdint>
@@ -25,6 +28,13 @@ class ShardSampler {
   int64_t rows_per_rank() const { return rows_per_rank_; }
   int64_t dropped_rows() const { return dropped_; }
   int64_t steps_per_epoch() const { return (rows_per_rank_ + batch_ - 1) / batch_; }
+  // A step of k micro-batches of the constructor's batch b: k*b rows per rank
+  // per step. UsageError naming train.accumulate when k < 1 or k*b exceeds
+  // the rank's rows (a step that can never be filled).
+  void set_accumulate(int k);
+  int accumulate() const { return accumulate_; }
+  int micro_batch() const { return micro_; }  // b
+  int step_rows() const { return batch_; }    // k*b
 
   // Sets the local order for `epoch`. Allocation-free after construction.
   void set_epoch(int64_t epoch);
@@ -37,7 +47,8 @@ class ShardSampler {
 
  private:
   int64_t rows_per_rank_, dropped_;
-  int rank_, batch_;
+  int rank_, batch_;  // batch_: rows per rank per step (micro_ * accumulate_)
+  int micro_, accumulate_ = 1;
   bool shuffle_;
   uint64_t seed_;
   int64_t epoch_ = -1;

@@ -40,6 +40,7 @@ struct TrainConfig {
   double min_lr_factor = 0.0;      // optim.min_lr_factor
 
   int batch_per_rank = 64;  // train.batch_per_rank
+  int accumulate = 1;       // train.accumulate: micro-batches of batch_per_rank per step
   int64_t epochs = 10;      // train.epochs
   uint64_t seed = 42;       // train.seed
   bool shuffle = true;      // train.shuffle

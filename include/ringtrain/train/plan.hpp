@@ -8,6 +8,10 @@
 // it (virtual epochs of E / evals examples), else one per pass. Because the
 // points are placed by examples seen, changing the batch or the world size
 // keeps them at the same amounts of training.
+//
+// With gradient accumulation (train.accumulate = k) a step takes k
+// micro-batches: `batch` is then k * batch_per_rank, the rows a rank consumes
+// per step, and B = p * k * batch_per_rank the true global batch.
 #pragma once
 
 #include <cstdint>
@@ -18,8 +22,8 @@ namespace ringtrain {
 
 struct TrainingPlan {
   int64_t pass_examples = 1;   // P
-  int64_t steps_per_pass = 1;  // ceil(rows_per_rank / b)
-  int64_t global_batch = 1;    // B
+  int64_t steps_per_pass = 1;  // ceil(rows_per_rank / b), b the rows per rank per step
+  int64_t global_batch = 1;    // B (micro-batches included)
   int64_t total_examples = 1;  // E
   int64_t total_steps = 1;
   int64_t evals = 0;           // 0: one evaluation per pass
@@ -28,6 +32,7 @@ struct TrainingPlan {
 
   // examples: "" or "0" -> epochs passes; "600000" -> that many; "14.3x" ->
   // 14.3 passes' worth. UsageError naming train.examples when malformed.
+  // batch: rows per rank per step (batch_per_rank x train.accumulate).
   static TrainingPlan make(int64_t rows_per_rank, int world, int batch, int64_t epochs,
                            const std::string& examples, int64_t evals, int64_t eval_every_steps,
                            int64_t max_steps);
