@@ -25,10 +25,29 @@ std::string MlpSpec::architecture() const {
   return s;
 }
 
+std::size_t validate_mlp_spec(const MlpSpec& spec, const std::string& context) {
+  if (spec.sizes.size() < 2) throw UsageError(str_cat(context, ": need at least an input and an output size"));
+  const std::size_t hidden = spec.sizes.size() - 2;
+  if (hidden > std::size_t(kMaxHiddenLayers))
+    throw UsageError(str_cat(context, ": ", hidden, " hidden layers, at most ", kMaxHiddenLayers, " are supported"));
+  std::size_t total = 0;
+  for (std::size_t l = 0; l < spec.sizes.size(); ++l) {
+    const int s = spec.sizes[l];
+    if (s <= 0 || s > kMaxLayerWidth)
+      throw UsageError(str_cat(context, ": layer sizes must lie in [1, ", kMaxLayerWidth, "], got ", s,
+                               hidden <= 8 ? " in " + spec.architecture() : std::string()));
+    if (l == 0) continue;
+    // kernel in x out plus bias out: each term below 2^48, the sum checked
+    std::size_t layer = std::size_t(spec.sizes[l - 1]) * std::size_t(s) + std::size_t(s);
+    if (__builtin_add_overflow(total, layer, &total) || total > kMaxParams)
+      throw UsageError(str_cat(context, ": more than ", kMaxParams, " parameters",
+                               hidden <= 8 ? " in " + spec.architecture() : std::string()));
+  }
+  return total;
+}
+
 ParamLayout mlp_layout(const MlpSpec& spec) {
-  if (spec.sizes.size() < 2) throw UsageError("model: need at least an input and an output size");
-  for (int s : spec.sizes)
-    if (s <= 0) throw UsageError(str_cat("model: layer sizes must be positive, got ", spec.architecture()));
+  validate_mlp_spec(spec, "model.hidden");
   ParamLayout layout;
   // Reverse order: the output layer's tensors come first in the flat buffer.
   for (int l = int(spec.sizes.size()) - 2; l >= 0; --l) {
@@ -47,12 +66,17 @@ std::vector<int> parse_architecture(const std::string& text, const std::string& 
     const std::string item = text.substr(pos, dash - pos);
     char* end = nullptr;
     const long v = std::strtol(item.c_str(), &end, 10);
-    if (item.empty() || *end != '\0' || v <= 0 || v > (1 << 24))
-      throw UsageError(str_cat(context, ": malformed architecture '", text, "'"));
+    if (item.empty() || *end != '\0' || v <= 0 || v > kMaxLayerWidth)
+      throw UsageError(str_cat(context, ": malformed architecture '", text.substr(0, 80),
+                               text.size() > 80 ? "...'" : "'"));
+    // The layer count is checked as it grows: the text may be huge.
+    if (sizes.size() > std::size_t(kMaxHiddenLayers) + 1)
+      throw UsageError(str_cat(context, ": architecture with more than ", kMaxHiddenLayers,
+                               " hidden layers ('", text.substr(0, 40), "...')"));
     sizes.push_back(int(v));
     pos = dash + 1;
   }
-  if (sizes.size() < 2) throw UsageError(str_cat(context, ": malformed architecture '", text, "'"));
+  if (sizes.size() < 2) throw UsageError(str_cat(context, ": malformed architecture '", text.substr(0, 80), "'"));
   return sizes;
 }
 

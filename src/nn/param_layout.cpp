@@ -12,22 +12,17 @@ std::size_t TensorSpec::size() const {
 }
 
 std::size_t ParamLayout::add(const std::string& name, std::vector<std::size_t> shape) {
-  RT_CHECK(!contains(name), "duplicate tensor name ", name);
+  RT_CHECK(index_.emplace(name, tensors_.size()).second, "duplicate tensor name ", name);
   TensorSpec spec{name, total_, std::move(shape)};
   total_ += spec.size();
   tensors_.push_back(std::move(spec));
   return tensors_.back().offset;
 }
 
-bool ParamLayout::contains(const std::string& name) const {
-  for (const auto& t : tensors_)
-    if (t.name == name) return true;
-  return false;
-}
+bool ParamLayout::contains(const std::string& name) const { return index_.count(name) != 0; }
 
 const TensorSpec& ParamLayout::find(const std::string& name) const {
-  for (const auto& t : tensors_)
-    if (t.name == name) return t;
+  if (const auto it = index_.find(name); it != index_.end()) return tensors_[it->second];
   throw UsageError(str_cat("no tensor named '", name, "' in the model"));
 }
 

@@ -47,8 +47,21 @@ struct MlpSpec {
   std::string architecture() const;  // "784-256-128-10"
 };
 
+// Limits of a spec, from the configuration or from a model file: sizes that
+// are surely not a model (a crafted file, a typo) are refused before anything
+// is allocated. Every layer, input and output included, holds at most
+// kMaxLayerWidth units.
+constexpr int kMaxHiddenLayers = 256;
+constexpr int kMaxLayerWidth = 1 << 24;
+constexpr std::size_t kMaxParams = std::size_t(1) << 32;  // 16 GiB of float32
+// UsageError "<context>: ..." when the spec breaks a limit, has fewer than 2
+// sizes or a size outside [1, kMaxLayerWidth] (the dropout is Mlp's to
+// check). Overflow-safe. Returns the parameter count.
+std::size_t validate_mlp_spec(const MlpSpec& spec, const std::string& context);
+
 // The flat parameter layout an Mlp of this spec uses (reverse layer order),
-// without allocating anything else. Validates the sizes.
+// without allocating anything else. Validates the spec (context "model.hidden",
+// the option that sets it).
 ParamLayout mlp_layout(const MlpSpec& spec);
 // "784-256-128-10" -> {784, 256, 128, 10}; UsageError naming `context` if malformed.
 std::vector<int> parse_architecture(const std::string& text, const std::string& context);

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace ringtrain {
@@ -30,6 +31,9 @@ class ParamLayout {
 
  private:
   std::vector<TensorSpec> tensors_;
+  // name -> position in tensors_: a linear search per add() and find() made
+  // building an L-layer model cost O(L^2) string comparisons.
+  std::unordered_map<std::string, std::size_t> index_;
   std::size_t total_ = 0;
 };
 
