@@ -20,7 +20,7 @@ bool is_hdf5(const std::string& path) {
 
 // ---- IDX -------------------------------------------------------------------
 
-SourceInfo probe_idx(const DataSource& src) {
+SourceInfo probe_idx(const DataSource& src, int64_t max_rows) {
   if (src.task != Task::kClassification)
     throw UsageError(str_cat(src.path, ": IDX files hold class labels; task=regression needs HDF5"));
   const IdxHeader images = read_idx_header(src.path);
@@ -32,9 +32,10 @@ SourceInfo probe_idx(const DataSource& src) {
   // Check the labels file holds all the rows its header promises before
   // allocating a row list of that length.
   read_idx_rows(labels_path, {});
-  std::vector<int64_t> all(images.rows());
-  std::iota(all.begin(), all.end(), int64_t{0});
-  const std::vector<uint8_t> labels = read_idx_rows(labels_path, all);
+  if (images.rows() == 0) throw UsageError(str_cat(src.path, ": holds no images"));
+  std::vector<int64_t> first(max_rows > 0 ? std::min(images.rows(), max_rows) : images.rows());
+  std::iota(first.begin(), first.end(), int64_t{0});
+  const std::vector<uint8_t> labels = read_idx_rows(labels_path, first);
   return {images.rows(), images.row_size(), *std::max_element(labels.begin(), labels.end()) + 1};
 }
 
@@ -58,25 +59,34 @@ std::vector<hsize_t> checked_shape(hid_t ds, const DataSource& src, const std::s
   return shape;
 }
 
-SourceInfo probe_hdf5(const DataSource& src) {
+SourceInfo probe_hdf5(const DataSource& src, int64_t max_rows) {
   H5Handle file = h5_open_read(src.path);
   H5Handle x = h5_open_dataset(file, src.x_name, src.path);
   H5Handle y = h5_open_dataset(file, src.y_name, src.path);
   const auto xs = checked_shape(x, src, src.x_name, 2, 2);
   const auto ys = checked_shape(y, src, src.y_name, 1, 2);
+  // Both checked against the bytes the file stores (h5_dataset_shape), so
+  // every dimension is below 2^62 unless another one is 0.
+  if (xs[0] == 0 || xs[1] == 0) throw UsageError(str_cat(src.path, ": dataset '", src.x_name, "' is empty"));
   SourceInfo info{int64_t(xs[0]), int64_t(xs[1]), 0};
-  if (info.rows == 0 || info.features == 0)
-    throw UsageError(str_cat(src.path, ": dataset '", src.x_name, "' is empty"));
-  if (int64_t(ys[0]) != info.rows)
+  if (ys[0] != xs[0])
     throw UsageError(str_cat(src.path, ": '", src.y_name, "' has ", ys[0], " rows but '",
                              src.x_name, "' has ", info.rows));
+  if (ys.size() == 2 && ys[1] == 0) throw UsageError(str_cat(src.path, ": dataset '", src.y_name, "' is empty"));
   if (src.task == Task::kClassification) {
     if (ys.size() != 1 || !h5_is_integer(y))
       throw UsageError(str_cat(src.path, ": classification needs integer labels '", src.y_name,
                                "' of shape [N]"));
-    std::vector<int32_t> labels(info.rows);
-    h5_check(H5Dread(y, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels.data()),
-             str_cat(src.path, ": reading '", src.y_name, "'"));
+    // Only the rows the run uses: a file may hold far more than max_rows.
+    const int64_t n = max_rows > 0 ? std::min(info.rows, max_rows) : info.rows;
+    std::vector<int32_t> labels(std::size_t(n), 0);
+    H5Handle fspace = h5_check(H5Dget_space(y), H5Sclose, str_cat(src.path, ": dataspace of '", src.y_name, "'"));
+    const hsize_t start = 0, count = hsize_t(n);
+    h5_check(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, nullptr, &count, nullptr),
+             str_cat(src.path, ": selecting labels of '", src.y_name, "'"));
+    H5Handle mspace = h5_check(H5Screate_simple(1, &count, nullptr), H5Sclose, "H5Screate_simple");
+    if (!h5_read(y, H5T_NATIVE_INT32, mspace, fspace, labels.data(), str_cat(src.path, ": a label of '", src.y_name, "'")))
+      throw UsageError(str_cat(src.path, ": cannot read '", src.y_name, "' (checksum mismatch or corrupt file)"));
     const auto [lo, hi] = std::minmax_element(labels.begin(), labels.end());
     if (*lo < 0)
       throw UsageError(str_cat(src.path, ": label ", *lo, " out of range (labels must be >= 0) in row ",
@@ -101,7 +111,7 @@ void read_hdf5_rows(hid_t ds, hid_t mem_type, const std::vector<int64_t>& rows, 
     H5Handle mspace = h5_check(H5Screate_simple(int(rank), cnt, nullptr), H5Sclose, context);
     // A failed read of a file that opened is bad input (a checksum
     // mismatch, a corrupt chunk), not a failure of ringtrain: exit code 2.
-    if (H5Dread(ds, mem_type, mspace, fspace, H5P_DEFAULT, dst) < 0)
+    if (!h5_read(ds, mem_type, mspace, fspace, dst, context))
       throw UsageError(context + ": read failed (checksum mismatch or corrupt file)");
   };
   // Cut the (ascending) row list into arithmetic runs and read each run with
@@ -137,8 +147,8 @@ Dataset read_hdf5(const DataSource& src, const SourceInfo& info, const std::vect
 
 }  // namespace
 
-SourceInfo probe_source(const DataSource& src) {
-  return is_hdf5(src.path) ? probe_hdf5(src) : probe_idx(src);
+SourceInfo probe_source(const DataSource& src, int64_t max_rows) {
+  return is_hdf5(src.path) ? probe_hdf5(src, max_rows) : probe_idx(src, max_rows);
 }
 
 Dataset read_source_rows(const DataSource& src, const SourceInfo& info,
@@ -174,7 +184,7 @@ void write_hdf5_dataset(const std::string& path, const Dataset& d) {
 
 int64_t convert_idx_to_hdf5(const std::string& images_path, const std::string& out_path) {
   DataSource src{images_path};
-  const SourceInfo info = probe_idx(src);
+  const SourceInfo info = probe_idx(src, 0);
   std::vector<int64_t> all(info.rows);
   std::iota(all.begin(), all.end(), int64_t{0});
   const Dataset d = read_source_rows(src, info, all, info.outputs);

@@ -1,9 +1,11 @@
 // Model and checkpoint files (see model_file.hpp).
 #include "ringtrain/io/model_file.hpp"
 
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <fstream>
@@ -62,6 +64,10 @@ class ContentCrc {
  private:
   uLong crc_ = crc32(0L, Z_NULL, 0);
 };
+
+// Optimizers keep at most two slots per parameter (Adam's m and v); room
+// for more, but not for a crafted list.
+constexpr std::size_t kMaxSlots = 8;
 
 constexpr const char* kCrcPrefix = "crc32_";  // root attributes the CRCs themselves live in
 constexpr const char* kModelCrc = "crc32_model";
@@ -162,35 +168,70 @@ void write_atomically(const std::string& path, Fill fill) {
   out.commit();
 }
 
-// Reads a float dataset of exactly `shape` into `out`; UsageError otherwise.
-void read_floats(hid_t loc, const std::string& name, const std::vector<std::size_t>& shape, float* out,
-                 const std::string& context) {
-  H5Handle ds = h5_open_dataset(loc, name, context);
-  const auto dims = h5_dataset_shape(ds);
-  if (std::vector<std::size_t>(dims.begin(), dims.end()) != shape) {
-    std::string got, want;
-    for (auto d : dims) got += (got.empty() ? "" : "x") + std::to_string(d);
-    for (auto d : shape) want += (want.empty() ? "" : "x") + std::to_string(d);
-    throw UsageError(str_cat(context, ": '", name, "' has shape [", got, "], the model needs [", want, "]"));
-  }
-  if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
-    throw UsageError(str_cat(context, ": cannot read '", name, "': checksum mismatch or truncated file"));
+// "dense_0/kernel" + leaf "m" -> the dataset <root>/dense_0/kernel/m.
+std::string tensor_path(const std::string& root, const TensorSpec& t, const std::string& leaf) {
+  return str_cat("/", root, "/", t.name, leaf.empty() ? "" : "/", leaf);
 }
 
-void read_tensors(hid_t file, const std::string& root, const ParamLayout& layout, float* flat,
-                  const std::string& leaf, const std::string& path) {
-  H5Handle top = h5_open_group(file, root, path);
-  for (const TensorSpec& t : layout.tensors()) {
-    const auto [layer, param] = split_name(t.name);
-    const std::string where = str_cat(path, ": /", root, "/", layer);
-    H5Handle g = h5_open_group(top, layer, str_cat(path, ": /", root));
-    if (leaf.empty()) {
-      read_floats(g, param, t.shape, flat + t.offset, where);
-    } else {
-      H5Handle p = h5_open_group(g, param, where);
-      read_floats(p, leaf, t.shape, flat + t.offset, str_cat(where, "/", param));
-    }
+// Opens the float dataset of tensor `t` and checks that it has exactly the
+// tensor's shape (h5_dataset_shape also checks it against the bytes the file
+// stores); nothing is allocated yet.
+H5Handle open_tensor(hid_t top, const std::string& root, const TensorSpec& t, const std::string& leaf,
+                     const std::string& path) {
+  const auto [layer, param] = split_name(t.name);
+  H5Handle g = h5_open_group(top, layer, str_cat(path, ": /", root));
+  const std::string where = str_cat(path, ": /", root, "/", layer);
+  H5Handle p;
+  if (!leaf.empty()) p = h5_open_group(g, param, where);
+  const std::string name = leaf.empty() ? param : leaf;
+  const std::string context = leaf.empty() ? where : str_cat(where, "/", param);
+  H5Handle ds = h5_open_dataset(leaf.empty() ? g.get() : p.get(), name, context);
+  const auto dims = h5_dataset_shape(ds);
+  if (std::vector<std::size_t>(dims.begin(), dims.end()) != t.shape) {
+    std::string got, want;
+    for (auto d : dims) got += (got.empty() ? "" : "x") + std::to_string(d);
+    for (auto d : t.shape) want += (want.empty() ? "" : "x") + std::to_string(d);
+    throw UsageError(str_cat(context, ": '", name, "' has shape [", got, "], the model needs [", want, "]"));
   }
+  return ds;
+}
+
+// Every tensor of `layout` under <root>/<layer>/<param>[/<leaf>] as one flat
+// buffer. All datasets are opened and their shapes checked first, so a
+// crafted architecture with missing or undersized tensors is refused before
+// its parameter buffer is allocated. Non-finite values are refused: a NaN
+// weight would only show up later as a NaN loss.
+std::vector<float> read_tensors(hid_t file, const std::string& root, const ParamLayout& layout,
+                                const std::string& leaf, const std::string& path) {
+  H5Handle top = h5_open_group(file, root, path);
+  std::vector<H5Handle> datasets;
+  for (const TensorSpec& t : layout.tensors()) datasets.push_back(open_tensor(top, root, t, leaf, path));
+  std::vector<float> flat(layout.total(), 0.0f);
+  for (std::size_t i = 0; i < datasets.size(); ++i) {
+    const TensorSpec& t = layout.tensors()[i];
+    const std::string name = tensor_path(root, t, leaf);
+    if (!h5_read(datasets[i], H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, flat.data() + t.offset, str_cat(path, ": ", name)))
+      throw UsageError(str_cat(path, ": cannot read '", name, "': checksum mismatch or truncated file"));
+    const auto begin = flat.begin() + std::ptrdiff_t(t.offset);
+    const auto bad = std::find_if(begin, begin + std::ptrdiff_t(t.size()), [](float v) { return !std::isfinite(v); });
+    if (bad != begin + std::ptrdiff_t(t.size()))
+      throw UsageError(str_cat(path, ": ", name, " holds a non-finite value (", *bad, ") at index ", bad - begin,
+                               ": damaged or diverged, not loaded"));
+  }
+  return flat;
+}
+
+// Refuses `floats` values more than the file could hold (compressed at the
+// most h5_dataset_shape allows); each dataset is bounded by its own storage
+// too, this bounds their sum.
+void check_fits_file(std::size_t floats, const std::string& path, const std::string& what) {
+  struct stat st {};
+  const uint64_t size = ::stat(path.c_str(), &st) == 0 ? uint64_t(st.st_size) : 0;
+  uint64_t limit = 0;
+  if (__builtin_mul_overflow(size, uint64_t(kMaxCompression), &limit)) limit = ~uint64_t(0);
+  if (floats > limit / sizeof(float))
+    throw UsageError(str_cat(path, ": ", what, " would take ", floats, " floats, more than this ", size,
+                             "-byte file can hold (crafted or truncated)"));
 }
 
 std::string text_attr(const Attrs& a, const std::string& key, const std::string& context) {
@@ -221,9 +262,14 @@ SavedModel read_model_parts(hid_t file, const std::string& path) {
   m.task = parse_task(text_attr(attrs, "task", path + ": /model"));
   if (const auto it = attrs.find("dropout"); it != attrs.end() && std::holds_alternative<double>(it->second))
     m.spec.dropout = float(std::get<double>(it->second));
+  if (!(m.spec.dropout >= 0.0f && m.spec.dropout < 1.0f))
+    throw UsageError(str_cat(path, ": /model dropout ", m.spec.dropout, " outside [0, 1)"));
+  // The sizes the architecture implies, against the limits and the file's
+  // size, before anything is allocated by them.
+  const std::size_t params = validate_mlp_spec(m.spec, path + ": /model architecture");
+  check_fits_file(params, path, "the parameters of " + m.spec.architecture());
   const ParamLayout layout = mlp_layout(m.spec);
-  m.params.assign(layout.total(), 0.0f);
-  read_tensors(file, "model", layout, m.params.data(), "", path);
+  m.params = read_tensors(file, "model", layout, "", path);
   if (h5_exists(file, "metrics")) {
     H5Handle metrics = h5_open_group(file, "metrics", path);
     m.metrics = h5_read_attrs(metrics, path + ": /metrics");
@@ -231,6 +277,86 @@ SavedModel read_model_parts(hid_t file, const std::string& path) {
   if (h5_exists(file, "config")) m.config = h5_read_string_dataset(file, "config", path);
   verify_crc(m.root, kModelCrc, model_crc(m, m.root), path, "model");
   return m;
+}
+
+// Slot names as the writer makes them: a few, distinct, no separators (a
+// crafted list of a million names would allocate a million parameter copies).
+void check_slot_names(const std::vector<std::string>& slots, const std::string& path) {
+  if (slots.size() > kMaxSlots)
+    throw UsageError(str_cat(path, ": /optimizer lists ", slots.size(), " slots, at most ", kMaxSlots));
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    const std::string& s = slots[i];
+    if (s.empty() || s.size() > 64 || s.find('/') != std::string::npos || s == "." || s == ".." ||
+        std::find(slots.begin(), slots.begin() + std::ptrdiff_t(i), s) != slots.begin() + std::ptrdiff_t(i))
+      throw UsageError(str_cat(path, ": /optimizer has a malformed slot name '", s.substr(0, 64), "'"));
+  }
+}
+
+// An integer attribute, when present, must lie in [lo, kMaxCount]: counters
+// of steps and examples are never negative, and bounded so that products of
+// them (examples = steps x batch) cannot overflow.
+constexpr int64_t kMaxCount = int64_t(1) << 62;
+constexpr int64_t kMaxWorld = int64_t(1) << 20;
+
+int64_t check_counter(const Attrs& a, const std::string& key, int64_t lo, const std::string& context,
+                      int64_t hi = kMaxCount) {
+  const auto it = a.find(key);
+  if (it == a.end()) return lo;
+  const auto* v = std::get_if<int64_t>(&it->second);
+  if (v == nullptr) throw UsageError(str_cat(context, ": attribute '", key, "' is not an integer"));
+  if (*v < lo || *v > hi)
+    throw UsageError(str_cat(context, ": attribute '", key, "' = ", *v, " outside [", lo, ", ", hi, "]"));
+  return *v;
+}
+
+void check_trainer_attrs(const Attrs& t, const std::string& path) {
+  const std::string ctx = path + ": /trainer";
+  for (const char* key : {"sampler_epoch", "step_in_epoch", "examples_seen", "total_examples",
+                          "window_examples", "last_eval_examples", "lr_warmup_steps", "global_batch"})
+    check_counter(t, key, 0, ctx);
+  const int64_t world = check_counter(t, "world_size", 1, ctx, kMaxWorld);
+  const int64_t batch = check_counter(t, "batch_per_rank", 1, ctx, int64_t(1) << 31);
+  const int64_t total = check_counter(t, "total_steps", 0, ctx);
+  const int64_t step = check_counter(t, "step", 0, ctx, t.count("total_steps") ? total : kMaxCount);
+  check_counter(t, "last_eval_step", 0, ctx, step);
+  int64_t examples = 0;
+  if (__builtin_mul_overflow(step, world, &examples) || __builtin_mul_overflow(examples, batch, &examples) ||
+      examples > kMaxCount)
+    throw UsageError(str_cat(ctx, ": step ", step, " x ", world, " ranks x batch ", batch, " overflows"));
+}
+
+// /trainer/rank_state: one row per rank of the world_size that wrote it.
+void read_rank_state(hid_t trainer, SavedCheckpoint& c, const std::string& path) {
+  if (!h5_exists(trainer, "rank_state")) return;
+  const std::string ctx = path + ": /trainer/rank_state";
+  H5Handle ds = h5_open_dataset(trainer, "rank_state", path + ": /trainer");
+  const auto dims = h5_dataset_shape(ds);
+  if (dims.size() != 2) throw UsageError(str_cat(ctx, " must be 2-D"));
+  const int64_t world = check_counter(c.trainer, "world_size", 1, path + ": /trainer", kMaxWorld);
+  if (!c.trainer.count("world_size") || dims[0] != hsize_t(world) || dims[1] == 0 || dims[1] > 64)
+    throw UsageError(str_cat(ctx, " has ", dims[0], " x ", dims[1], " values; the checkpoint's world_size is ",
+                             c.trainer.count("world_size") ? std::to_string(world) : "missing",
+                             " (one row per rank, 1 to 64 columns)"));
+  c.rank_state_rows = int64_t(dims[0]);
+  c.rank_state_cols = int64_t(dims[1]);
+  c.rank_state.assign(std::size_t(dims[0] * dims[1]), 0);
+  if (!h5_read(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, c.rank_state.data(), ctx))
+    throw UsageError(str_cat(path, ": cannot read /trainer/rank_state (corrupt file?)"));
+}
+
+// Opens a model or checkpoint file. ringtrain writes them in the HDF5 1.10
+// format (superblock version 2 or later), whose metadata carries checksums;
+// a file in the old format (superblock 0 or 1) has none, so its object
+// headers reach libhdf5's decoder unchecked, and HDF5 1.10.8 crashes on some
+// malformed ones (a NULL dereference in H5A__close under H5Aiterate2, found
+// by fuzz_model). Such a file is not ours: refused before any attribute is read.
+H5Handle open_ours(const std::string& path) {
+  H5Handle file = h5_open_read(path);
+  H5F_info2_t info{};
+  if (H5Fget_info2(file, &info) < 0 || info.super.version < 2)
+    throw UsageError(str_cat(path, ": not a ringtrain model or checkpoint file (HDF5 superblock version ",
+                             info.super.version, ", without metadata checksums: ringtrain writes version 2 or later)"));
+  return file;
 }
 
 // HDF5 calls that fail while reading a damaged file surface as RuntimeError
@@ -282,7 +408,7 @@ void write_checkpoint_file(const std::string& path, const SavedCheckpoint& c) {
 
 std::string model_file_format(const std::string& path) {
   return reading(path, [&] {
-    H5Handle file = h5_open_read(path);
+    H5Handle file = open_ours(path);
     const Attrs root = h5_read_attrs(file, path);
     const auto it = root.find("format");
     const std::string format =
@@ -295,14 +421,14 @@ std::string model_file_format(const std::string& path) {
 
 SavedModel read_model_file(const std::string& path) {
   return reading(path, [&] {
-    H5Handle file = h5_open_read(path);
+    H5Handle file = open_ours(path);
     return read_model_parts(file, path);
   });
 }
 
 SavedCheckpoint read_checkpoint_file(const std::string& path) {
   return reading(path, [&] {
-    H5Handle file = h5_open_read(path);
+    H5Handle file = open_ours(path);
     SavedCheckpoint c;
     c.model = read_model_parts(file, path);
     if (text_attr(c.model.root, "format", path) != kCheckpointFormat)
@@ -312,24 +438,16 @@ SavedCheckpoint read_checkpoint_file(const std::string& path) {
     c.optimizer = h5_read_attrs(opt, path + ": /optimizer");
     c.optimizer_name = text_attr(c.optimizer, "name", path + ": /optimizer");
     c.optimizer.erase("name");
-    for (const std::string& slot : split_names(text_attr(c.optimizer, "slots", path + ": /optimizer"))) {
-      c.slots.emplace_back(slot, std::vector<float>(layout.total(), 0.0f));
-      read_tensors(file, "optimizer", layout, c.slots.back().second.data(), slot, path);
-    }
+    const std::vector<std::string> slots = split_names(text_attr(c.optimizer, "slots", path + ": /optimizer"));
+    check_slot_names(slots, path);
+    check_fits_file(layout.total() * (slots.size() + 1), path, str_cat(slots.size(), " optimizer slots and the weights"));
+    for (const std::string& slot : slots) c.slots.emplace_back(slot, read_tensors(file, "optimizer", layout, slot, path));
     c.optimizer.erase("slots");
+    check_counter(c.optimizer, "step", 0, path + ": /optimizer");
     H5Handle trainer = h5_open_group(file, "trainer", path);
     c.trainer = h5_read_attrs(trainer, path + ": /trainer");
-    if (h5_exists(trainer, "rank_state")) {
-      H5Handle ds = h5_open_dataset(trainer, "rank_state", path + ": /trainer");
-      const auto dims = h5_dataset_shape(ds);
-      if (dims.size() != 2) throw UsageError(str_cat(path, ": /trainer/rank_state must be 2-D"));
-      c.rank_state_rows = int64_t(dims[0]);
-      c.rank_state_cols = int64_t(dims[1]);
-      c.rank_state.assign(dims[0] * dims[1], 0);
-      if (!c.rank_state.empty() &&
-          H5Dread(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, c.rank_state.data()) < 0)
-        throw UsageError(str_cat(path, ": cannot read /trainer/rank_state (corrupt file?)"));
-    }
+    check_trainer_attrs(c.trainer, path);
+    read_rank_state(trainer, c, path);
     H5Handle tracker = h5_open_group(file, "tracker", path);
     c.tracker = h5_read_attrs(tracker, path + ": /tracker");
     verify_crc(c.model.root, kStateCrc, state_crc(c), path, "optimizer and trainer state");

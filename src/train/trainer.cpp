@@ -35,8 +35,8 @@ int64_t limit_rows(int64_t rows, int64_t max_rows) { return max_rows > 0 ? std::
 // labels are almost certainly not class indices.
 constexpr int64_t kMaxClasses = 4096;
 
-SourceInfo probe_eval_file(const std::string& key, const DataSource& src, const SourceInfo& train) {
-  const SourceInfo info = probe_source(src);
+SourceInfo probe_eval_file(const std::string& key, const DataSource& src, const SourceInfo& train, int64_t max_rows) {
+  const SourceInfo info = probe_source(src, max_rows);
   if (info.features != train.features)
     throw UsageError(str_cat(key, ": ", src.path, " has ", info.features, " features per row, the training data has ",
                              train.features));
@@ -101,15 +101,15 @@ DataSource Trainer::source(const std::string& path) const {
 
 void Trainer::probe_data() {
   if (cfg_.train_path.empty()) throw UsageError("data.train: no training data given");
-  train_info_ = probe_source(source(cfg_.train_path));
+  train_info_ = probe_source(source(cfg_.train_path), cfg_.max_rows);
   outputs_ = train_info_.outputs;
   if (cfg_.task == Task::kClassification && outputs_ < 2)
     throw UsageError(str_cat(cfg_.train_path, ": every training label is 0: classification needs 2 or more classes"));
   if (cfg_.task == Task::kClassification && outputs_ > kMaxClasses)
     throw UsageError(str_cat(cfg_.train_path, ": labels go up to ", outputs_ - 1, ", more than ", kMaxClasses,
                              " classes (are they regression targets? task = regression)"));
-  if (!cfg_.val_path.empty()) val_info_ = probe_eval_file("data.val", source(cfg_.val_path), train_info_);
-  if (!cfg_.test_path.empty()) test_info_ = probe_eval_file("data.test", source(cfg_.test_path), train_info_);
+  if (!cfg_.val_path.empty()) val_info_ = probe_eval_file("data.val", source(cfg_.val_path), train_info_, cfg_.max_rows);
+  if (!cfg_.test_path.empty()) test_info_ = probe_eval_file("data.test", source(cfg_.test_path), train_info_, cfg_.max_rows);
 }
 
 void Trainer::check_ranks_agree() {

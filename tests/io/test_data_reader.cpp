@@ -178,3 +178,103 @@ TEST_CASE("IDX images and labels whose headers promise more rows than the files 
   CHECK_THROWS_WITH_AS(probe_source(DataSource{dir.file("h-images-idx3-ubyte")}),
                        doctest::Contains("h-labels-idx1-ubyte: truncated"), UsageError);
 }
+
+// ---- crafted files ("never trust a file") ----------------------------------
+
+namespace {
+
+// A file with X and y written as given: any file type, any shape, chunked and
+// never written when `data` is null.
+void write_typed(hid_t file, const char* name, hid_t file_type, hid_t mem_type, const std::vector<hsize_t>& dims,
+                 const void* data) {
+  H5Handle space(H5Screate_simple(int(dims.size()), dims.data(), nullptr), H5Sclose);
+  H5Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  if (!data) {
+    std::vector<hsize_t> chunk(dims.size(), 1);
+    REQUIRE(H5Pset_chunk(dcpl, int(chunk.size()), chunk.data()) >= 0);
+  }
+  H5Handle ds(H5Dcreate2(file, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT), H5Dclose);
+  REQUIRE(ds.get() >= 0);
+  if (data) REQUIRE(H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0);
+}
+
+H5Handle create(const std::string& path) {
+  h5_quiet();
+  H5Handle f(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+  REQUIRE(f.get() >= 0);
+  return f;
+}
+
+}  // namespace
+
+TEST_CASE("HDF5 data: crafted sizes, types and values are usage errors naming them") {
+  TempDir dir;
+  const std::string path = dir.file("c.h5");
+  const DataSource src{path};
+  const std::vector<float> x(40 * 4, 0.5f);
+  const std::vector<int32_t> y(40, 1);
+  SUBCASE("X declared (2^60+1) x 16, never written") {
+    {
+      H5Handle f = create(path);
+      write_typed(f, "X", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, {(hsize_t(1) << 60) + 1, 16}, nullptr);
+      write_typed(f, "y", H5T_STD_I32LE, H5T_NATIVE_INT32, {40}, y.data());
+    }
+    CHECK_THROWS_WITH_AS(probe_source(src), doctest::Contains("dataset 'X' declares 1152921504606846977 x 16"),
+                         UsageError);
+  }
+  SUBCASE("2^40 rows declared, data.max_rows=100") {
+    {
+      H5Handle f = create(path);
+      write_typed(f, "X", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, {hsize_t(1) << 40, 4}, nullptr);
+      write_typed(f, "y", H5T_STD_I32LE, H5T_NATIVE_INT32, {hsize_t(1) << 40}, nullptr);
+    }
+    CHECK_THROWS_WITH_AS(probe_source(src, 100), doctest::Contains("but the file stores 0 bytes"), UsageError);
+  }
+  SUBCASE("X of strings") {
+    {
+      H5Handle f = create(path);
+      H5Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
+      H5Tset_size(type, 4);
+      const std::string text(40 * 4 * 4, '1');
+      write_typed(f, "X", type, type, {40, 4}, text.data());
+      write_typed(f, "y", H5T_STD_I32LE, H5T_NATIVE_INT32, {40}, y.data());
+    }
+    CHECK_THROWS_WITH_AS(probe_source(src), doctest::Contains("dataset 'X' holds text, not numbers"), UsageError);
+  }
+  SUBCASE("a uint64 label of 2^32+1") {
+    std::vector<uint64_t> big(40, 1);
+    big[7] = (uint64_t(1) << 32) + 1;
+    {
+      H5Handle f = create(path);
+      write_typed(f, "X", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, {40, 4}, x.data());
+      write_typed(f, "y", H5T_STD_U64LE, H5T_NATIVE_UINT64, {40}, big.data());
+    }
+    CHECK_THROWS_WITH_AS(probe_source(src), doctest::Contains("value 4294967297 is beyond the range of int32"),
+                         UsageError);
+  }
+  SUBCASE("a float64 feature of 1e300") {
+    std::vector<double> xd(40 * 4, 0.25);
+    xd[9 * 4 + 1] = 1e300;
+    {
+      H5Handle f = create(path);
+      write_typed(f, "X", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, {40, 4}, xd.data());
+      write_typed(f, "y", H5T_STD_I32LE, H5T_NATIVE_INT32, {40}, y.data());
+    }
+    const SourceInfo info = probe_source(src);
+    CHECK_THROWS_WITH_AS(read_source_rows(src, info, {0, 9, 20}, 2),
+                         doctest::Contains("value 1.0000000000000001e+300 is beyond the range of float32"), UsageError);
+  }
+}
+
+TEST_CASE("probe_source with max_rows reads only the labels of the rows used") {
+  TempDir dir;
+  const std::string path = dir.file("d.h5");
+  Dataset d = small_classification(200, 2, 3);
+  d.labels[150] = -1;  // past the rows used
+  d.labels[160] = 9;
+  write_hdf5_dataset(path, d);
+  const SourceInfo info = probe_source(DataSource{path}, 100);
+  CHECK(info.rows == 200);
+  CHECK(info.outputs == 3);
+  CHECK_THROWS_WITH_AS(probe_source(DataSource{path}), doctest::Contains("label -1"), UsageError);
+}

@@ -664,3 +664,151 @@ TEST_CASE("model file: writes are atomic and leave no temporary behind") {
   CHECK_FALSE(fs::exists(dir.file("nul.h5")));
   CHECK_FALSE(fs::exists(dir.file("nul.h5.tmp")));
 }
+
+// ---- crafted files ("never trust a file") ----------------------------------
+// Files written by write_checkpoint_file carry valid CRCs, so each crafted
+// value below reaches the checks behind the checksum.
+
+namespace {
+
+// Replaces (or adds) a scalar attribute of `object` in an existing file.
+void set_attr(const std::string& path, const std::string& object, const std::string& name, const AttrValue& value) {
+  h5_quiet();
+  H5Handle f(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Fclose);
+  REQUIRE(f.get() >= 0);
+  H5Handle o(H5Oopen(f, object.c_str(), H5P_DEFAULT), H5Oclose);
+  REQUIRE(o.get() >= 0);
+  if (H5Aexists(o, name.c_str()) > 0) REQUIRE(H5Adelete(o, name.c_str()) >= 0);
+  h5_write_attrs(o, Attrs{{name, value}});
+}
+
+// Replaces dataset `name` by a chunked one declared `dims` of `type`, never
+// written: HDF5 reads it as fill values.
+void declare_unwritten(const std::string& path, const std::string& name, const std::vector<hsize_t>& dims,
+                       hid_t type) {
+  h5_quiet();
+  H5Handle f(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Fclose);
+  REQUIRE(f.get() >= 0);
+  if (H5Lexists(f, name.c_str(), H5P_DEFAULT) > 0) REQUIRE(H5Ldelete(f, name.c_str(), H5P_DEFAULT) >= 0);
+  std::vector<hsize_t> max(dims.size(), H5S_UNLIMITED), chunk(dims.size(), 1);
+  H5Handle space(H5Screate_simple(int(dims.size()), dims.data(), max.data()), H5Sclose);
+  H5Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  REQUIRE(H5Pset_chunk(dcpl, int(chunk.size()), chunk.data()) >= 0);
+  H5Handle ds(H5Dcreate2(f, name.c_str(), type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT), H5Dclose);
+  REQUIRE(ds.get() >= 0);
+}
+
+// Replaces dataset `name` by fixed-length strings of `size` bytes, of shape `dims`.
+void replace_with_text(const std::string& path, const std::string& name, const std::vector<hsize_t>& dims,
+                       std::size_t size) {
+  h5_quiet();
+  H5Handle f(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Fclose);
+  REQUIRE(H5Ldelete(f, name.c_str(), H5P_DEFAULT) >= 0);
+  H5Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
+  REQUIRE(H5Tset_size(type, size) >= 0);
+  H5Handle space(H5Screate_simple(int(dims.size()), dims.data(), nullptr), H5Sclose);
+  hsize_t n = 1;
+  for (hsize_t d : dims) n *= d;
+  const std::string text(size * n, '1');
+  H5Handle ds(H5Dcreate2(f, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+  REQUIRE(H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, text.data()) >= 0);
+}
+
+}  // namespace
+
+TEST_CASE("model file: crafted checkpoint values are refused with a message, before use") {
+  TempDir dir;
+  const std::string path = dir.file("c.h5");
+  struct Case {
+    const char* name;
+    void (*change)(SavedCheckpoint&);
+    const char* message;
+  };
+  const Case cases[] = {
+      {"negative step", [](SavedCheckpoint& c) { c.trainer["step"] = int64_t(-1); }, "'step' = -1"},
+      {"step past total_steps", [](SavedCheckpoint& c) { c.trainer["step"] = int64_t(6000); }, "'step' = 6000"},
+      {"negative examples_seen", [](SavedCheckpoint& c) { c.trainer["examples_seen"] = int64_t(-5); }, "examples_seen"},
+      {"world_size 0", [](SavedCheckpoint& c) { c.trainer["world_size"] = int64_t(0); }, "world_size"},
+      {"world_size not an integer", [](SavedCheckpoint& c) { c.trainer["world_size"] = 3.0; }, "not an integer"},
+      {"negative optimizer step", [](SavedCheckpoint& c) { c.optimizer["step"] = int64_t(-3); }, "/optimizer"},
+      {"steps x batch overflow",
+       [](SavedCheckpoint& c) {
+         c.trainer["total_steps"] = int64_t(1) << 61;
+         c.trainer["step"] = int64_t(1) << 60;
+       },
+       "overflows"},
+      {"rank_state rows differ from world_size",
+       [](SavedCheckpoint& c) {
+         c.rank_state_rows = 2;
+         c.rank_state.resize(8);
+       },
+       "world_size is 3"},
+      {"NaN weight", [](SavedCheckpoint& c) { c.model.params[5] = NAN; }, "non-finite value (nan) at index"},
+      {"infinite slot value", [](SavedCheckpoint& c) { c.slots[1].second[2] = -INFINITY; }, "/v holds a non-finite"},
+      {"nine slots",
+       [](SavedCheckpoint& c) {
+         for (int i = 0; i < 7; ++i) c.slots.emplace_back("s" + std::to_string(i), c.slots[0].second);
+       },
+       "9 slots, at most 8"},
+      {"dropout 1", [](SavedCheckpoint& c) { c.model.spec.dropout = 1.0f; }, "dropout 1 outside"},
+  };
+  for (const Case& k : cases) {
+    CAPTURE(k.name);
+    SavedCheckpoint c = sample_checkpoint();
+    k.change(c);
+    write_checkpoint_file(path, c);  // valid CRCs: the crafted value is what is checked
+    CHECK_THROWS_WITH_AS(read_checkpoint_file(path), doctest::Contains(k.message), UsageError);
+  }
+  // The model part alone is refused for a non-finite weight too.
+  SavedModel m = sample_model();
+  m.params[0] = INFINITY;
+  write_model_file(path, m);
+  CHECK_THROWS_WITH_AS(read_model_file(path), doctest::Contains("/model/dense_1/kernel holds a non-finite value (inf)"),
+                       UsageError);
+}
+
+TEST_CASE("model file: sizes a crafted file declares are checked before allocating") {
+  TempDir dir;
+  const std::string path = dir.file("c.h5");
+  write_checkpoint_file(path, sample_checkpoint());
+  SUBCASE("rank_state declared 2^62 x 4") {
+    declare_unwritten(path, "trainer/rank_state", {hsize_t(1) << 62, 4}, H5T_STD_I64LE);
+    CHECK_THROWS_WITH_AS(read_checkpoint_file(path), doctest::Contains("more than 2^62 bytes"), UsageError);
+  }
+  SUBCASE("rank_state declared 3 x 2^40, never written") {
+    declare_unwritten(path, "trainer/rank_state", {3, hsize_t(1) << 40}, H5T_STD_I64LE);
+    CHECK_THROWS_WITH_AS(read_checkpoint_file(path), doctest::Contains("but the file stores 0 bytes"), UsageError);
+  }
+  SUBCASE("a kernel declared larger than its storage") {
+    set_attr(path, "/model", "architecture", std::string("24-4000000-3"));
+    declare_unwritten(path, "model/dense_0/kernel", {24, 4000000}, H5T_IEEE_F32LE);
+    CHECK_THROWS_WITH_AS(read_model_file(path), doctest::Contains("can hold"), UsageError);
+  }
+  SUBCASE("an architecture whose tensors are missing") {
+    set_attr(path, "/model", "architecture", std::string("24-4000000-100-3"));
+    CHECK_THROWS_WITH_AS(read_model_file(path), doctest::Contains("24-4000000-100-3 would take 500000403 floats"),
+                         UsageError);
+  }
+  SUBCASE("an architecture of 2^48 parameters") {
+    set_attr(path, "/model", "architecture", std::string("24-16777216-16777216-3"));
+    CHECK_THROWS_WITH_AS(read_model_file(path), doctest::Contains("more than 4294967296 parameters"), UsageError);
+  }
+  SUBCASE("an architecture of 300 hidden layers") {
+    std::string arch = "24";
+    for (int i = 0; i < 300; ++i) arch += "-4";
+    set_attr(path, "/model", "architecture", arch + "-3");
+    CHECK_THROWS_WITH_AS(read_model_file(path), doctest::Contains("more than 256 hidden layers"), UsageError);
+  }
+  SUBCASE("rank_state of 3 dimensions") {
+    declare_unwritten(path, "trainer/rank_state", {3, 4, 0}, H5T_STD_I64LE);  // no values: nothing to store
+    CHECK_THROWS_WITH_AS(read_checkpoint_file(path), doctest::Contains("must be 2-D"), UsageError);
+  }
+  SUBCASE("/config as an array of strings") {
+    replace_with_text(path, "config", {1000}, 8);
+    CHECK_THROWS_WITH_AS(read_model_file(path), doctest::Contains("'config' is not a single text value"), UsageError);
+  }
+  SUBCASE("a kernel of text") {
+    replace_with_text(path, "model/dense_0/kernel", {24, 16}, 4);
+    CHECK_THROWS_WITH_AS(read_model_file(path), doctest::Contains("holds text, not numbers"), UsageError);
+  }
+}

@@ -28,9 +28,11 @@ struct SourceInfo {
   int64_t outputs = 0;  // classes (max label + 1) or regression targets per row
 };
 
-// Reads shapes (and, for classification, all labels to find the class count
-// and check them). UsageError naming the path/dataset on anything malformed.
-SourceInfo probe_source(const DataSource& src);
+// Reads shapes (and, for classification, the labels to find the class count
+// and check them: all of them, or the first `max_rows` when it is > 0, the
+// rows data.max_rows / --max-rows use). UsageError naming the path/dataset on
+// anything malformed, before allocating by a size the file declares.
+SourceInfo probe_source(const DataSource& src, int64_t max_rows = 0);
 
 // Reads rows `rows` (ascending file row indices). `outputs` is the class
 // count the model uses (labels must lie in [0, outputs)) or the target width.

@@ -66,9 +66,30 @@ void h5_check(herr_t status, const std::string& context);
 // missing or not an HDF5 file.
 H5Handle h5_open_read(const std::string& path);
 bool h5_exists(hid_t loc, const std::string& name);
+// Opens a dataset (or group) by a hard or soft link of this file; a link to
+// another file (an external link) is a UsageError: never followed.
 H5Handle h5_open_dataset(hid_t file, const std::string& name, const std::string& path);
+// The shape of a numeric dataset, checked before anyone allocates or indexes
+// by it; every reader of numbers calls this first. UsageError naming the file
+// and dataset when the values are not integers or floating point (strings,
+// compounds, ...), when the dimensions multiply past 2^62 bytes, when the
+// values live outside the file (external storage, a virtual dataset), or
+// when the dataset declares more bytes than the file stores for it (a
+// crafted dataspace, chunks never written): see kMaxCompression.
 std::vector<hsize_t> h5_dataset_shape(hid_t dataset);
 bool h5_is_integer(hid_t dataset);
+// A compressed dataset may declare at most this many times the bytes the
+// file holds for it (deflate cannot expand more than about 1032 times);
+// uncompressed ones at most the bytes stored.
+constexpr hsize_t kMaxCompression = 1100;
+
+// H5Dread into `mem_type` (a selection or H5S_ALL). A value the conversion
+// would clamp (a float64 1e300 read as float32, a uint64 2^32+1 read as
+// int32) throws UsageError "<what>: value V is beyond the range of <type>"
+// instead of reading back inf or INT_MAX. Returns false when HDF5 fails
+// otherwise (checksum mismatch, corrupt chunk): the caller words that.
+[[nodiscard]] bool h5_read(hid_t dataset, hid_t mem_type, hid_t mem_space, hid_t file_space, void* out,
+                           const std::string& what);
 
 // Writes a dataset of native floats/ints with the given shape, chunked along
 // the first axis with the Fletcher32 checksum filter.
@@ -90,8 +111,11 @@ void h5_write_attrs(hid_t loc, const Attrs& attrs);
 Attrs h5_read_attrs(hid_t loc, const std::string& context);
 std::string attr_to_string(const AttrValue& v);
 
-// A scalar text dataset (the effective config of a model file).
+// A scalar text dataset (the effective config of a model file). Reading
+// refuses any other dataspace (an array of strings would overflow the one
+// string read back) and text longer than kMaxText.
 void h5_write_string_dataset(hid_t loc, const std::string& name, const std::string& value);
+constexpr std::size_t kMaxText = std::size_t(64) << 20;
 std::string h5_read_string_dataset(hid_t loc, const std::string& name, const std::string& context);
 
 // Creates a new file for writing in the HDF5 1.10+ format, whose object
