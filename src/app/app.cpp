@@ -23,6 +23,8 @@
 #include "ringtrain/io/hdf5.hpp"
 #include "ringtrain/comm/mpi_communicator.hpp"
 #include "ringtrain/io/data_reader.hpp"
+#include "ringtrain/io/atomic_file.hpp"
+#include "ringtrain/io/idx.hpp"
 #include "ringtrain/train/trainer.hpp"
 #include "ringtrain/util/stop_signal.hpp"
 
@@ -189,6 +191,8 @@ int run_convert(const std::vector<std::string>& args) {
     return kExitSuccess;
   }
   if (args.size() != 2) throw UsageError("convert: expected IMAGES_IDX OUTPUT.h5");
+  check_output(args[1], {args[0], idx_labels_path(args[0])}, "convert: OUTPUT.h5");  // both IDX files are read
+  remove_temporaries_on_signals();  // an interrupted convert leaves no OUTPUT.h5.tmp
   const int64_t rows = convert_idx_to_hdf5(args[0], args[1]);
   std::printf("wrote %lld rows to %s\n", (long long)rows, args[1].c_str());
   return kExitSuccess;

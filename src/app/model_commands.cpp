@@ -3,7 +3,8 @@
 // `train` does (no abbreviations). Metrics are computed batch by batch with
 // EvalSums exactly as Trainer::evaluate does, so they match what training
 // logged. Model files are read through io/model_file; nothing here writes a
-// model, only prediction files (atomically).
+// model, only prediction files (atomically), and never over an input or
+// anything but a regular file (check_output).
 #include "ringtrain/app/model_commands.hpp"
 
 #include <boost/program_options.hpp>
@@ -12,7 +13,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <numeric>
 #include <sstream>
 
@@ -151,9 +151,6 @@ void softmax_rows(const ConstMatMap& logits, float* probs, int32_t* predicted) {
 
 void write_predictions(const std::string& out_path, const SavedModel& m, const std::string& model_path,
                        int64_t rows, const std::vector<float>& values, const std::vector<int32_t>& predicted) {
-  const auto dir = std::filesystem::path(out_path).parent_path();
-  if (!dir.empty() && !std::filesystem::is_directory(dir))
-    throw UsageError(str_cat("--output: directory ", dir.string(), " does not exist"));
   const hsize_t n = hsize_t(rows), k = hsize_t(m.spec.sizes.back());
   AtomicFile out(out_path);
   {
@@ -307,11 +304,13 @@ int run_predict(const std::vector<std::string>& args) {
                      {"model", "input", "output"}, vm))
     return kExitSuccess;
   const int batch = positive_batch(vm);
-  const std::string model_path = vm["model"].as<std::string>(), out_path = vm["output"].as<std::string>();
+  const std::string model_path = vm["model"].as<std::string>(), out_path = vm["output"].as<std::string>(),
+                    input_path = vm["input"].as<std::string>();
+  check_output(out_path, {model_path, input_path}, "predict: --output");
+  remove_temporaries_on_signals();  // an interrupted predict leaves no OUTPUT.tmp
   const SavedModel m = read_model(model_path);
   int64_t rows = 0;
-  const std::vector<float> x =
-      read_features(vm["input"].as<std::string>(), vm["x-name"].as<std::string>(), m.spec.sizes.front(), rows);
+  const std::vector<float> x = read_features(input_path, vm["x-name"].as<std::string>(), m.spec.sizes.front(), rows);
   Mlp mlp = load_mlp(m, int(std::min<int64_t>(batch, rows)));
   const bool cls = m.task == Task::kClassification;
   const int64_t k = mlp.output_size();

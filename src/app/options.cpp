@@ -370,7 +370,14 @@ ParsedTrainArgs parse_train_args(const std::vector<std::string>& args) {
       const std::string path = vm["config"].as<std::string>();
       std::ifstream in(path);
       if (!in) throw UsageError(str_cat("--config: cannot read '", path, "'"));
-      po::store(po::parse_config_file(in, train, /*allow_unregistered=*/false), vm);
+      // Read whole (it may be a pipe), without the UTF-8 byte-order mark
+      // that some editors put first: it is not part of the first line.
+      std::ostringstream whole;
+      whole << in.rdbuf();
+      std::string text = whole.str();
+      if (text.rfind("\xEF\xBB\xBF", 0) == 0) text.erase(0, 3);
+      std::istringstream body(text);
+      po::store(po::parse_config_file(body, train, /*allow_unregistered=*/false), vm);
     }
     po::notify(vm);
   } catch (const po::too_many_positional_options_error&) {

@@ -1,5 +1,6 @@
 // `ringtrain plot` the command (see plot.hpp): parses the options, builds the
-// script, runs gnuplot on it and commits the PNG atomically.
+// script, runs gnuplot on it and commits the PNG atomically. It never writes
+// over a file it reads, nor over anything but a regular file (check_output).
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -67,6 +68,7 @@ void run_gnuplot(const std::string& gnuplot, const std::string& script, const st
   const int fd = ::mkstemp(tmpl.data());
   if (fd < 0)
     throw RuntimeError(str_cat("plot: cannot create a temporary file in ", fs::temp_directory_path().string()));
+  const SignalCleanup on_signal(tmpl);
   const bool written = ::write(fd, script.data(), script.size()) == ssize_t(script.size());
   ::close(fd);
   struct Remove {
@@ -88,6 +90,23 @@ void run_gnuplot(const std::string& gnuplot, const std::string& script, const st
                 ") drawing ", png, "; its messages are above"));
   std::error_code ec;
   if (fs::file_size(png, ec) < 8 || ec) throw RuntimeError(str_cat("plot: gnuplot wrote no picture to ", png));
+}
+
+// What a plot must never write over: the run directories' own files (the
+// ones it reads, and the models, checkpoints and logs beside them). A
+// picture drawn into the run directory before (curves.png) may be replaced.
+std::vector<std::string> run_files(const std::vector<std::string>& dirs) {
+  std::vector<std::string> files;
+  for (const std::string& dir : dirs)
+    for (const std::string& folder : {dir, dir + "/checkpoints"}) {
+      std::error_code ec;
+      for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
+        const std::string ext = it->path().extension().string();
+        if (folder != dir || ext == ".h5" || ext == ".json" || ext == ".jsonl" || ext == ".ini")
+          files.push_back(it->path().string());
+      }
+    }
+  return files;
 }
 
 }  // namespace
@@ -114,20 +133,23 @@ int run_plot(const std::vector<std::string>& args) {
   if (vm.count("monitor")) o.monitor = vm["monitor"].as<std::string>();
   if (vm.count("title")) o.title = vm["title"].as<std::string>();
   const std::string output = vm["output"].as<std::string>();
-  const fs::path folder = fs::path(output).parent_path();
-  std::error_code ec;
-  if (!folder.empty() && !fs::is_directory(folder, ec))
-    throw UsageError(str_cat("plot: --output: folder '", folder.string(), "' does not exist"));
-  if (fs::is_directory(output, ec)) throw UsageError(str_cat("plot: --output: '", output, "' is a directory"));
   if (output.find_first_of("\n\r") != std::string::npos)
     throw UsageError("plot: --output: a file name with a line break cannot be handed to gnuplot");
+  const std::vector<std::string> files =
+      bench ? vm["bench"].as<std::vector<std::string>>() : std::vector<std::string>{};
+  const std::vector<std::string> inputs = bench ? files : run_files(dirs);
+  check_output(output, inputs, "plot: --output");
+  if (vm.count("script")) {
+    const std::string script = vm["script"].as<std::string>();
+    if (same_file_or_path(script, output)) throw UsageError("plot: --script and --output name the same file");
+    check_output(script, inputs, "plot: --script");
+  }
+  remove_temporaries_on_signals();  // an interrupted plot leaves no OUTPUT.tmp
 
-  std::vector<std::string> files;
   std::vector<nlohmann::ordered_json> docs;
   std::vector<RunSummary> runs;
   if (bench) {
     if (vm.count("monitor")) throw UsageError("plot: --monitor applies to run directories, not to --bench");
-    files = vm["bench"].as<std::vector<std::string>>();
     for (const std::string& f : files) docs.push_back(read_bench(f));
   } else {
     for (const std::string& d : dirs) runs.push_back(load_run(d));

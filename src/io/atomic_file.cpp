@@ -2,11 +2,15 @@
 #include "ringtrain/io/atomic_file.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 
 #include "ringtrain/util/error.hpp"
 
@@ -18,8 +22,60 @@ namespace {
   throw RuntimeError(str_cat(path, ": ", what, ": ", std::strerror(errno)));
 }
 
+// ---- removal of temporaries on a signal ------------------------------------
+
+// The paths of the live SignalCleanup objects. The handler may interrupt
+// anything, so it only reads these lock-free atomics and calls unlink(),
+// both async-signal-safe; the strings belong to the objects, which clear
+// their slot before they die.
+constexpr int kCleanupSlots = 32;
+std::atomic<const char*> g_cleanup[kCleanupSlots] = {};
+static_assert(std::atomic<const char*>::is_always_lock_free, "the cleanup slots must be lock-free");
+
+// Every signal whose default action ends the process and that a user, a
+// terminal, a batch system or a resource limit sends.
+constexpr int kEndingSignals[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGPIPE, SIGALRM, SIGXCPU, SIGXFSZ};
+
+extern "C" void remove_temporaries_and_end(int signo) {
+  for (auto& slot : g_cleanup)
+    if (const char* path = slot.load()) ::unlink(path);
+  // The signal is blocked while its handler runs: raised again with the
+  // default action, it ends the process on return, with the status the
+  // signal would have given (a shell says 128 + N).
+  ::signal(signo, SIG_DFL);
+  ::raise(signo);
+}
+
+// ---- what is at a path -----------------------------------------------------
+
+const char* kind_of(mode_t mode) {
+  if (S_ISLNK(mode)) return "a symbolic link";
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
+// lstat(): false when nothing is there; UsageError for other failures (a
+// path through a file, a folder that cannot be searched).
+bool lstat_path(const std::string& path, struct stat& st, const std::string& prefix) {
+  if (::lstat(path.c_str(), &st) == 0) return true;
+  if (errno == ENOENT) return false;
+  throw UsageError(str_cat(prefix, path, ": ", std::strerror(errno)));
+}
+
+// UsageError unless `path` is absent or a regular file (not a link to one).
+void require_regular_or_absent(const std::string& path, const std::string& remedy) {
+  struct stat st;
+  if (lstat_path(path, st, "") && !S_ISREG(st.st_mode))
+    throw UsageError(str_cat(path, ": is ", kind_of(st.st_mode), ", and ringtrain writes over regular files only (",
+                             remedy, ")"));
+}
+
 void fsync_path(const std::string& path, int flags) {
-  const int fd = ::open(path.c_str(), flags);
+  const int fd = ::open(path.c_str(), flags | O_CLOEXEC);
   if (fd < 0) fail("cannot open to fsync", path);
   const int rc = ::fsync(fd);
   ::close(fd);
@@ -48,22 +104,119 @@ void write_all(int fd, const std::string& text, const std::string& path) {
 
 }  // namespace
 
-AtomicFile::AtomicFile(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp") {}
+// ---- SignalCleanup ------------------------------------------------------------
+
+SignalCleanup::SignalCleanup(std::string path) : path_(std::move(path)) {
+  for (int i = 0; i < kCleanupSlots && slot_ < 0; ++i) {
+    const char* empty = nullptr;
+    if (g_cleanup[i].compare_exchange_strong(empty, path_.c_str())) slot_ = i;
+  }
+}
+
+SignalCleanup::~SignalCleanup() {
+  if (slot_ >= 0) g_cleanup[slot_].store(nullptr);
+}
+
+void remove_temporaries_on_signals() {
+  struct sigaction sa = {};
+  sa.sa_handler = remove_temporaries_and_end;
+  sigemptyset(&sa.sa_mask);
+  for (int signo : kEndingSignals) sigaddset(&sa.sa_mask, signo);  // a second signal waits for the first
+  for (int signo : kEndingSignals) {
+    struct sigaction old = {};
+    if (::sigaction(signo, nullptr, &old) != 0 || old.sa_handler == SIG_IGN) continue;  // nohup stays nohup
+    ::sigaction(signo, &sa, nullptr);
+  }
+}
+
+// ---- AtomicFile ----------------------------------------------------------------
+
+AtomicFile::AtomicFile(std::string path)
+    : path_(std::move(path)), tmp_(path_ + ".tmp"), cleanup_(tmp_) {
+  require_regular_or_absent(path_, "remove it or choose another name");
+  require_regular_or_absent(tmp_, "it is the temporary of " + path_ + ": remove it");
+}
 
 AtomicFile::~AtomicFile() {
   if (!committed_) std::remove(tmp_.c_str());
 }
 
+const std::string& AtomicFile::tmp_path() {
+  if (!fresh_) {
+    // A leftover of an interrupted write may be a second name of another
+    // file (a hard link made to publish it): writing through it would
+    // change that file. Unlinking the name leaves the other file as it is.
+    require_regular_or_absent(tmp_, "it is the temporary of " + path_ + ": remove it");
+    if (::unlink(tmp_.c_str()) != 0 && errno != ENOENT) fail("cannot remove the stale temporary", tmp_);
+    fresh_ = true;
+  }
+  return tmp_;
+}
+
 void AtomicFile::commit() {
-  fsync_path(tmp_, O_RDONLY);
+  // Checked again at the last moment: the rename replaces whatever is there.
+  require_regular_or_absent(path_, "remove it or choose another name");
+  fsync_path(tmp_, O_RDONLY | O_NOFOLLOW);
   if (std::rename(tmp_.c_str(), path_.c_str()) != 0) fail("rename from " + tmp_ + " failed", path_);
   committed_ = true;
   fsync_path(parent_dir(path_), O_RDONLY | O_DIRECTORY);
 }
 
+// ---- same_file_or_path ----------------------------------------------------------
+
+bool same_file_or_path(const std::string& a, const std::string& b) {
+  struct stat sa, sb;
+  const bool ea = ::stat(a.c_str(), &sa) == 0, eb = ::stat(b.c_str(), &sb) == 0;
+  if (ea && eb) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  if (ea || eb) return false;
+  std::error_code ec1, ec2;
+  const auto ca = std::filesystem::weakly_canonical(a, ec1), cb = std::filesystem::weakly_canonical(b, ec2);
+  return !ec1 && !ec2 && ca == cb;
+}
+
+// ---- check_output --------------------------------------------------------------
+
+void check_output(const std::string& output, const std::vector<std::string>& inputs, const char* what) {
+  const std::string prefix = str_cat(what, ": ");
+  if (output.empty()) throw UsageError(str_cat(what, ": the file name is empty"));
+  struct stat st;
+  if (lstat_path(output, st, prefix)) {
+    if (!S_ISREG(st.st_mode))
+      throw UsageError(str_cat(prefix, "'", output, "' is ", kind_of(st.st_mode),
+                               "; only a regular file is replaced (choose another name)"));
+    if ((st.st_mode & 0222) == 0 || ::access(output.c_str(), W_OK) != 0)
+      throw UsageError(str_cat(prefix, "'", output, "' is read-only (make it writable or choose another name)"));
+  }
+  const std::string folder = parent_dir(output);
+  struct stat dir;
+  if (::stat(folder.c_str(), &dir) != 0) {
+    if (errno == ENOENT) throw UsageError(str_cat(prefix, "folder '", folder, "' does not exist"));
+    throw UsageError(str_cat(prefix, "folder '", folder, "': ", std::strerror(errno)));
+  }
+  if (!S_ISDIR(dir.st_mode)) throw UsageError(str_cat(prefix, "'", folder, "' is not a folder"));
+  if (::access(folder.c_str(), W_OK | X_OK) != 0)
+    throw UsageError(str_cat(prefix, "cannot write in folder '", folder, "': ", std::strerror(errno)));
+  const std::string tmp = output + ".tmp";
+  const bool tmp_exists = lstat_path(tmp, st, prefix);
+  if (tmp_exists && !S_ISREG(st.st_mode))
+    throw UsageError(str_cat(prefix, "'", tmp, "', where '", output, "' is written first, is ", kind_of(st.st_mode),
+                             " (remove it)"));
+  for (const std::string& in : inputs) {
+    const std::string input = in == output ? "an input of this command" : str_cat("the input '", in, "'");
+    if (same_file_or_path(output, in))
+      throw UsageError(str_cat(prefix, "'", output, "' is ", input, " (choose another output)"));
+    if (tmp_exists && same_file_or_path(tmp, in))
+      throw UsageError(str_cat(prefix, "'", tmp, "', where '", output, "' is written first, is ", input,
+                               " (choose another output)"));
+  }
+}
+
+// ---- small files ---------------------------------------------------------------
+
 void write_file_atomic(const std::string& path, const std::string& text) {
   AtomicFile out(path);
-  const int fd = ::open(out.tmp_path().c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  // O_EXCL | O_NOFOLLOW: a new file of our own, whatever appeared meanwhile.
+  const int fd = ::open(out.tmp_path().c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) fail("cannot create", out.tmp_path());
   try {
     write_all(fd, text, out.tmp_path());
@@ -76,7 +229,10 @@ void write_file_atomic(const std::string& path, const std::string& text) {
 }
 
 void append_line_durable(const std::string& path, const std::string& line) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  require_regular_or_absent(path, "remove it or choose another name");
+  // O_NONBLOCK: a FIFO put there meanwhile fails instead of waiting forever
+  // for a reader; regular files ignore it.
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
   if (fd < 0) fail("cannot open for appending", path);
   try {
     write_all(fd, line + "\n", path);

@@ -1,6 +1,7 @@
 // IDX reader over zlib's gz* API, which reads gzip and plain files alike.
 #include "ringtrain/io/idx.hpp"
 
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -18,7 +19,12 @@ struct GzCloser {
 };
 using GzPtr = std::unique_ptr<std::remove_pointer_t<gzFile>, GzCloser>;
 
+// Only a regular file is opened: opening a FIFO would wait for a writer
+// that may never come, and a directory or a device is no data set.
 GzPtr open_gz(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    throw UsageError(str_cat(path, ": not a regular file (a directory, device or FIFO is not IDX data)"));
   std::ifstream probe(path);
   if (!probe) throw UsageError(str_cat(path, ": no such file or not readable"));
   GzPtr f(gzopen(path.c_str(), "rb"));
@@ -143,6 +149,8 @@ std::vector<uint8_t> read_idx_rows(const std::string& path, const std::vector<in
 }
 
 bool looks_like_idx(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) return true;  // for open_gz to refuse, unopened
   std::ifstream in(path, std::ios::binary);
   unsigned char b[4] = {0xff, 0xff, 0xff, 0xff};
   in.read(reinterpret_cast<char*>(b), 4);

@@ -280,6 +280,33 @@ TEST_CASE("evaluate/predict/inspect: bad input is a usage error naming what is w
     CHECK(e.path().filename().string().rfind("out.h5", 0) == std::string::npos);
 }
 
+TEST_CASE("predict never writes over its model, its input or a special file") {
+  Files f(Task::kClassification);
+  std::filesystem::create_directory(f.dir.file("sub"));
+  std::filesystem::create_hard_link(f.data, f.dir.file("data-link.h5"));
+  std::filesystem::create_symlink("/dev/null", f.dir.file("null"));
+  const auto bytes = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string model_bytes = bytes(f.model), data_bytes = bytes(f.data);
+  const auto refused = [&](const std::string& out, const std::string& needle) {
+    CAPTURE(out);
+    CHECK_THROWS_WITH_AS(run_predict({"--model", f.model, "--input", f.data, "--output", out}),
+                         doctest::Contains(needle.c_str()), UsageError);
+  };
+  refused(f.model, "is an input");
+  refused(f.data, "is an input");
+  refused(f.dir.file("sub/../best.h5"), "is the input '" + f.model + "'");
+  refused(f.dir.file("data-link.h5"), "is the input '" + f.data + "'");
+  refused(f.dir.file("null"), "is a symbolic link");
+  refused(f.dir.file("sub"), "is a directory");
+  CHECK(bytes(f.model) == model_bytes);
+  CHECK(bytes(f.data) == data_bytes);
+  CHECK(std::filesystem::is_symlink(f.dir.file("null")));
+  CHECK(std::filesystem::is_character_file("/dev/null"));
+}
+
 TEST_CASE("evaluate/predict/inspect: --help prints usage and succeeds") {
   int rc = -1;
   CHECK(capture_stdout([] { return run_evaluate({"--help"}); }, &rc).find("--batch-size") != std::string::npos);

@@ -54,6 +54,17 @@ TEST_CASE("INI file and command line; the command line wins") {
   CHECK(c.effective_ini.find("batch_per_rank = 8") != std::string::npos);
 }
 
+TEST_CASE("a config file may start with a UTF-8 byte-order mark") {
+  test::TempDir dir;
+  std::ofstream(dir.file("bom.ini")) << "\xEF\xBB\xBF[model]\nhidden = 32,16\n[optim]\nlr = 0.3\n";
+  const TrainConfig c = parse_train_args({"--config", dir.file("bom.ini")}).config;
+  CHECK(c.hidden == std::vector<int>{32, 16});
+  CHECK(c.lr == doctest::Approx(0.3));
+  // Only at the very start: anywhere else the bytes are part of a line.
+  std::ofstream(dir.file("mid.ini")) << "[model]\n\xEF\xBB\xBFhidden = 32\n";
+  CHECK_THROWS_AS(parse_train_args({"--config", dir.file("mid.ini")}), UsageError);
+}
+
 TEST_CASE("bad options are usage errors naming the key") {
   test::TempDir dir;
   auto fails_with = [](std::vector<std::string> args, const std::string& needle) {

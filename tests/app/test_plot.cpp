@@ -4,7 +4,9 @@
 // (tests/e2e/test_plot_report.sh), where gnuplot is installed.
 #include <doctest/doctest.h>
 
+#include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
 
 #include "ringtrain/app/plot.hpp"
@@ -162,4 +164,35 @@ TEST_CASE("bench plot: files that are not ringtrain benchmarks are usage errors"
       doctest::Contains("has no \"ranks\""), UsageError);
   CHECK_THROWS_WITH_AS(bench_plot_script({Json::parse(R"({"benchmark": "allreduce", "results": []})")}, {"e.json"}, o),
                        doctest::Contains("e.json: no \"results\" rows"), UsageError);
+}
+
+TEST_CASE("plot never writes over a file of the runs it plots, nor over a special file") {
+  TempDir tmp;
+  const std::string run = tmp.file("a");
+  FakeRun{}.write(run);
+  std::filesystem::create_directories(run + "/checkpoints");
+  std::ofstream(run + "/checkpoints/ckpt-1000.h5") << "a checkpoint";
+  std::filesystem::create_symlink("/dev/null", tmp.file("null"));
+  const auto bytes = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  std::map<std::string, std::string> before;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(run))
+    if (e.is_regular_file()) before[e.path().string()] = bytes(e.path().string());
+  const auto refused = [&](const std::vector<std::string>& args, const std::string& needle) {
+    CAPTURE(needle);
+    CHECK_THROWS_WITH_AS(run_plot(args), doctest::Contains(needle.c_str()), UsageError);
+  };
+  refused({run, "--output", run + "/best.h5"}, "is an input");
+  refused({run, "--output", run + "/metrics.jsonl"}, "is an input");
+  refused({run, "--output", run + "/checkpoints/ckpt-1000.h5"}, "is an input");
+  refused({run, "--output", run + "/checkpoints/../config.ini"}, "is the input");
+  refused({run, "--output", tmp.file("x.png"), "--script", run + "/events.jsonl"}, "plot: --script");
+  refused({run, "--output", tmp.file("x.png"), "--script", tmp.file("x.png")}, "same file");
+  refused({run, "--output", tmp.file("null")}, "is a symbolic link");
+  refused({run, "--output", run}, "is a directory");
+  for (const auto& [path, content] : before) CHECK_MESSAGE(bytes(path) == content, path);
+  CHECK(std::filesystem::is_symlink(tmp.file("null")));
+  CHECK_FALSE(std::filesystem::exists(tmp.file("x.png")));
 }

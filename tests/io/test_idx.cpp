@@ -1,6 +1,7 @@
 // IDX reader: gzip and plain files, row selection, the labels file beside the
 // images, and malformed files (bad magic, truncated, wrong type).
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 
@@ -85,5 +86,18 @@ TEST_CASE("IDX headers with absurd sizes are refused or read as truncated, never
     CHECK(read_idx_header(path).row_size() == 0xFFFFFFFFll);
     CHECK_THROWS_WITH_AS(read_idx_rows(path, {1}), doctest::Contains("truncated"), UsageError);
     CHECK_THROWS_WITH_AS(read_idx_rows(path, {}), doctest::Contains("truncated"), UsageError);
+  }
+}
+
+TEST_CASE("a FIFO, a directory or a device is refused before it is opened (no hang)") {
+  TempDir dir;
+  const std::string fifo = dir.file("f-images-idx3-ubyte");
+  REQUIRE(::mkfifo(fifo.c_str(), 0644) == 0);  // opening it to read would wait for a writer
+  std::filesystem::create_directory(dir.file("d-images-idx3-ubyte"));
+  for (const std::string& path : {fifo, dir.file("d-images-idx3-ubyte"), std::string("/dev/zero")}) {
+    CAPTURE(path);
+    CHECK(looks_like_idx(path));  // routed to the IDX reader, which refuses it
+    CHECK_THROWS_WITH_AS(read_idx_header(path), doctest::Contains("not a regular file"), UsageError);
+    CHECK_THROWS_WITH_AS(read_idx_rows(path, {0}), doctest::Contains(path.c_str()), UsageError);
   }
 }

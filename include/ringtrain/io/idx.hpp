@@ -27,11 +27,15 @@ IdxHeader read_idx_header(const std::string& path);
 
 // Reads the rows whose indices are listed (ascending) and returns them
 // concatenated, as raw bytes. UsageError naming the path if the file is
-// missing, has a bad magic, is not unsigned-byte, or is truncated.
+// missing, not a regular file (a FIFO, a device, a directory: refused
+// before it is opened), has a bad magic, is not unsigned-byte, or is
+// truncated.
 std::vector<uint8_t> read_idx_rows(const std::string& path, const std::vector<int64_t>& rows,
                                    IdxHeader* header_out = nullptr);
 
-// True when the file starts like an IDX file (plain or gzip).
+// True when the file starts like an IDX file (plain or gzip), and for
+// anything that is not a regular file, so that the IDX reader refuses it
+// with a message instead of a reader opening it (a FIFO blocks the open).
 bool looks_like_idx(const std::string& path);
 
 }  // namespace ringtrain
