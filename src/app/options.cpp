@@ -67,6 +67,9 @@ const OptionDef kOptions[] = {
     {"optim.decay_gamma", "0.1", "step decay factor"},
     {"optim.min_lr_factor", "0", "cosine decay floor as a fraction of the scaled lr"},
     {"train.batch_per_rank", "64", "batch per rank; global batch = batch_per_rank * ranks"},
+    {"train.accumulate", "1", "micro-batches of batch_per_rank rows per step, gradients summed before the "
+                              "all-reduce: global batch = batch_per_rank * accumulate * ranks; activations "
+                              "are held for one micro-batch"},
     {"train.epochs", "10", "passes over the training data (unless train.examples is given)"},
     {"train.examples", "0", "training length in examples instead of passes: a count (600000) or passes' "
                             "worth (14.3x); independent of batch and world size (0: use train.epochs)"},
@@ -229,6 +232,7 @@ TrainConfig to_config(const Values& v) {
   c.decay_gamma = to_double(v, "optim.decay_gamma");
   c.min_lr_factor = to_double(v, "optim.min_lr_factor");
   c.batch_per_rank = int(to_int(v, "train.batch_per_rank", 1, kMaxInt));
+  c.accumulate = int(to_int(v, "train.accumulate", 1, kMaxInt));
   c.epochs = to_int(v, "train.epochs", 1, kMaxInt);
   c.max_steps = to_int(v, "train.max_steps", 0);
   c.seed = uint64_t(to_int(v, "train.seed", 0));
@@ -404,6 +408,7 @@ ParsedTrainArgs parse_train_args(const std::vector<std::string>& args) {
   }
   out.config = to_config(vals);
   out.config.effective_ini = effective_ini(vals);
+  if (vm.count("config")) out.config.config_path = vm["config"].as<std::string>();
   return out;
 }
 

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ringtrain/io/atomic_file.hpp"
+#include "ringtrain/train/run_dir.hpp"
 #include "ringtrain/util/error.hpp"
 #include "ringtrain/util/timer.hpp"
 
@@ -21,22 +22,43 @@ namespace fs = std::filesystem;
 RunLog::RunLog(bool active, std::string run_dir, bool progress)
     : active_(active), tty_(active && progress && ::isatty(STDOUT_FILENO)), dir_(std::move(run_dir)) {}
 
-void RunLog::start(const std::string& effective_ini, bool resuming) {
+void RunLog::open(bool resuming, const std::string& config_path) {
+  if (!active_) return;
+  std::string warning;
+  lock_ = std::make_unique<RunDirLock>(dir_, &warning);
+  if (!warning.empty()) info(warning);
+  contents_ = inspect_run_dir(dir_);
+  const std::string recorded = dir_ + "/config.ini";
+  if (!config_path.empty() && same_file_or_path(config_path, recorded) &&
+      (!resuming || !begins_with_marker(recorded)))
+    throw UsageError(str_cat("--config: ", config_path, " is the run directory's config.ini, where ringtrain ",
+                             "records the settings of each run: keep your config file outside run.dir or under ",
+                             "another name"));
+  // Never mix two runs' records in one directory, nor replace the old one.
+  if (!resuming && !contents_.empty())
+    throw UsageError(str_cat("run.dir: '", dir_, "' already holds a run (", contents_.list(),
+                             "); choose a new run.dir or continue it with --resume auto"));
+}
+
+void RunLog::begin(const std::string& effective_ini, const std::string& config_path, bool fresh) {
   if (!active_) return;
   std::error_code ec;
-  fs::create_directories(dir_, ec);
-  if (ec || !fs::is_directory(dir_))
-    throw UsageError(str_cat("run.dir: cannot create run directory '", dir_, "': ", ec.message()));
-  if (::access(dir_.c_str(), W_OK) != 0)
-    throw UsageError(str_cat("run.dir: run directory '", dir_, "' is not writable"));
-  // Never mix two runs' records in one directory (nor overwrite the old one).
-  if (!resuming && fs::exists(dir_ + "/metrics.jsonl"))
-    throw UsageError(str_cat("run.dir: '", dir_, "' already holds a run (metrics.jsonl); choose a new run.dir ",
-                             "or continue it with --resume auto"));
-  // No finished evaluation here (checked above): the events of an earlier
-  // attempt that never got that far belong to no run.
-  if (!resuming) fs::remove(dir_ + "/events.jsonl", ec);
-  write_file_atomic(dir_ + "/config.ini", effective_ini);
+  // A fresh start over the records of a launch that never checkpointed
+  // (open() and the resume search allow nothing else): they belong to no run.
+  if (fresh)
+    for (const std::string& name : contents_.run_files)
+      if (name != "config.ini") fs::remove(dir_ + "/" + name, ec);
+  const std::string recorded = dir_ + "/config.ini";
+  // Resuming with --config <run>/config.ini: it is this command's input, and
+  // holds these settings already.
+  if (!config_path.empty() && same_file_or_path(config_path, recorded)) return;
+  write_file_atomic(recorded, effective_ini);
+}
+
+bool RunLog::begins_with_marker(const std::string& path) {
+  std::ifstream in(path);
+  std::string first;
+  return std::getline(in, first) && first.rfind(kConfigMarker, 0) == 0;
 }
 
 namespace {

@@ -8,6 +8,7 @@
 #include <optional>
 #include <numeric>
 
+#include "ringtrain/io/atomic_file.hpp"
 #include "ringtrain/io/data_reader.hpp"
 #include "ringtrain/nn/loss.hpp"
 #include "ringtrain/util/timer.hpp"
@@ -54,8 +55,11 @@ Trainer::Trainer(TrainConfig cfg, Communicator& comm)
   files_.on_checkpoint([this](const nlohmann::ordered_json& e) { log_.event("checkpoint", e); });
   // Phases that can fail on some ranks only run inside run_collectively and
   // contain no collectives themselves; the agreement check runs between them.
+  // Nothing is written into the run directory (beyond its lock) until every
+  // check below has passed: a refused run leaves it as it was.
   run_collectively(comm_, [&] {
-    log_.start(cfg_.effective_ini, cfg_.resume != "none");
+    log_.open(cfg_.resume != "none", cfg_.config_path);
+    refuse_inputs_in_run_files();
     probe_data();
   });
   check_ranks_agree();
@@ -67,6 +71,7 @@ Trainer::Trainer(TrainConfig cfg, Communicator& comm)
     apply_freeze();
     if (!cfg_.init_from.empty()) init_from_file();
     if (cfg_.resume != "none" && comm_.rank() == 0) find_resume_point();
+    log_.begin(cfg_.effective_ini, cfg_.config_path, cfg_.resume != "none" && resume_ == nullptr);
   });
   // Identical replicas: rank 0's initial parameters everywhere.
   comm_.broadcast(model_->params(), model_->num_params() * sizeof(float), 0);
@@ -93,6 +98,18 @@ Trainer::Trainer(TrainConfig cfg, Communicator& comm)
   const int64_t traced = std::min(cfg_.trace_steps, total_steps_ - start_step_);  // no room for steps never run
   if (traced > 0) timeline_.reserve(std::size_t(traced) * (8 + reducer_->ranges().size()) + 1024);
   log_setup();
+}
+
+void Trainer::refuse_inputs_in_run_files() const {
+  // Resuming: a data file that is one of the run's own files (best.h5,
+  // final.h5, ...) would be written over as training goes on.
+  for (const auto& [key, path] : {std::pair<const char*, const std::string&>{"data.train", cfg_.train_path},
+                                  {"data.val", cfg_.val_path},
+                                  {"data.test", cfg_.test_path}})
+    for (const std::string& name : log_.contents().run_files)
+      if (!path.empty() && name.back() != '/' && same_file_or_path(path, cfg_.run_dir + "/" + name))
+        throw UsageError(str_cat(key, ": ", path, " is the run directory's ", name,
+                                 ", which ringtrain writes: keep data files out of run.dir's own names"));
 }
 
 DataSource Trainer::source(const std::string& path) const {
@@ -148,6 +165,17 @@ void Trainer::read_data() {
   sampler_ = std::make_unique<ShardSampler>(int64_t(train_rows.size()), rank, world,
                                             cfg_.batch_per_rank, cfg_.shuffle, cfg_.seed);
   dropped_rows_ = sampler_->dropped_rows();
+  // A shard smaller than one batch trains on batches of the shard's size:
+  // the lr rule and the plan must count those, not the batch asked for.
+  if (cfg_.batch_per_rank > sampler_->rows_per_rank()) {
+    log_.info(str_cat("train.batch_per_rank: ", cfg_.batch_per_rank, " is more than the ", sampler_->rows_per_rank(),
+                      " rows of each rank's shard (", train_rows.size(), " training rows over ", world,
+                      world == 1 ? " rank" : " ranks", "); training on batches of ", sampler_->rows_per_rank(),
+                      ", with the lr scaled for them"));
+    cfg_.batch_per_rank = int(sampler_->rows_per_rank());
+    sampler_ = std::make_unique<ShardSampler>(int64_t(train_rows.size()), rank, world, cfg_.batch_per_rank,
+                                              cfg_.shuffle, cfg_.seed);
+  }
   std::vector<int64_t> mine(sampler_->rows_per_rank());
   for (int64_t j = 0; j < int64_t(mine.size()); ++j)
     mine[j] = train_rows[ShardSampler::global_row(j, rank, world)];
@@ -165,6 +193,9 @@ void Trainer::read_data() {
     test_ = read_source_rows(source(cfg_.test_path), test_info_, eval_rows(test_info_), outputs_);
     has_test_ = true;
   }
+  // One evaluation batch never needs more rows than a set has (the model
+  // keeps activations for the largest batch).
+  cfg_.eval_batch = int(std::min<int64_t>(cfg_.eval_batch, std::max<int64_t>({val_.rows, test_.rows, 1})));
 }
 
 void Trainer::build_model() {
@@ -179,6 +210,9 @@ void Trainer::build_model() {
   model_ = std::make_unique<Mlp>(spec, max_batch);
   model_->init(cfg_.seed);
   optimizer_ = make_optimizer(cfg_.optim, model_->num_params());
+  // train.accumulate: the micro-batches' gradient sum; the activations stay
+  // sized for one micro-batch of batch_per_rank rows.
+  if (cfg_.accumulate > 1) accum_.assign(model_->num_params(), 0.0f);
 
   const std::size_t k = std::size_t(outputs_), b = std::size_t(cfg_.batch_per_rank);
   batch_x_.assign(b * std::size_t(train_.features), 0.0f);
@@ -189,12 +223,15 @@ void Trainer::build_model() {
 }
 
 void Trainer::plan_training() {
-  plan_ = TrainingPlan::make(sampler_->rows_per_rank(), comm_.size(), cfg_.batch_per_rank, cfg_.epochs,
+  // A step takes train.accumulate micro-batches: the plan, the lr scaling and
+  // the examples counted all follow the true global batch.
+  sampler_->set_accumulate(cfg_.accumulate);
+  plan_ = TrainingPlan::make(sampler_->rows_per_rank(), comm_.size(), sampler_->step_rows(), cfg_.epochs,
                              cfg_.examples, cfg_.evals, cfg_.eval_every_steps, cfg_.max_steps);
   total_steps_ = plan_.total_steps;
   const int64_t spe = sampler_->steps_per_epoch();
   schedule_.base_lr = cfg_.lr;
-  schedule_.global_batch = int64_t(cfg_.batch_per_rank) * comm_.size();
+  schedule_.global_batch = int64_t(sampler_->step_rows()) * comm_.size();
   schedule_.ref_batch = cfg_.ref_batch;
   if (cfg_.warmup_steps > 0 && cfg_.warmup_epochs > 0)
     throw UsageError("optim.warmup_steps and optim.warmup_epochs: give one, not both");
@@ -259,7 +296,9 @@ void Trainer::log_setup() const {
   log_.info(str_cat("data: ", sampler_->rows_per_rank() * p, " training rows (", sampler_->rows_per_rank(),
                     " per rank", dropped_rows_ ? str_cat(", ", dropped_rows_, " remainder rows dropped") : "",
                     "), validation ", has_val_ ? "yes" : "none", has_test_ ? ", test set given" : ""));
-  log_.info(str_cat("batch: ", cfg_.batch_per_rank, " per rank x ", p, " ranks = global batch ",
+  log_.info(str_cat("batch: ", cfg_.batch_per_rank, " per rank x ",
+                    cfg_.accumulate > 1 ? str_cat(cfg_.accumulate, " micro-batches (train.accumulate) x ") : "", p,
+                    " ranks = global batch ",
                     schedule_.global_batch, "; ", sampler_->steps_per_epoch(), " steps per pass, ", total_steps_,
                     " steps = ", plan_.total_examples, " examples (", plan_.epoch_at(total_steps_),
                     " passes), evaluated and checkpointed ", plan_.virtual_epochs(), " times"));
@@ -282,6 +321,7 @@ void Trainer::log_setup() const {
   e["examples_seen"] = examples_seen_;
   e["world_size"] = p;
   e["batch_per_rank"] = cfg_.batch_per_rank;
+  e["accumulate"] = cfg_.accumulate;
   e["global_batch"] = schedule_.global_batch;
   e["base_lr"] = schedule_.base_lr;
   e["ref_batch"] = schedule_.ref_batch;

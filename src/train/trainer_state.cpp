@@ -25,7 +25,8 @@ namespace {
 // and batch per rank are checked on their own (train.allow_reshape).
 const std::set<std::string> kResumeFreeKeys = {
     "resume", "run.dir", "run.progress", "train.allow_reshape", "train.stop_after_steps",
-    "train.batch_per_rank", "train.init_from", "checkpoint.every_steps", "checkpoint.every_seconds",
+    "train.epochs", "train.examples",  // a longer (or shorter) plan: checked against the step
+    "train.batch_per_rank", "train.accumulate", "train.init_from", "checkpoint.every_steps", "checkpoint.every_seconds",
     "checkpoint.keep_last", "eval.keep_best", "comm.algorithm", "eval.batch_size",
     "comm.timeout_seconds", "train.requeue", "comm.compression", "comm.bucket_mb", "comm.overlap",
     "comm.shard_optimizer", "run.trace", "run.profile"};
@@ -113,10 +114,12 @@ void Trainer::stage_checkpoint(SavedCheckpoint& c, int64_t step) const {
                     {"examples_seen", examples_seen_},
                     {"world_size", int64_t(p)},
                     {"batch_per_rank", int64_t(cfg_.batch_per_rank)},
+                    {"accumulate", int64_t(cfg_.accumulate)},
                     {"global_batch", schedule_.global_batch},
                     {"seed", int64_t(cfg_.seed)},
                     {"total_steps", total_steps_},
                     {"total_examples", plan_.total_examples},
+                    {"train_rows", train_rows()},
                     {"window_loss_sum", window_.loss_sum},
                     {"window_examples", window_.examples},
                     {"last_eval_step", last_eval_step_},
@@ -127,7 +130,7 @@ void Trainer::stage_checkpoint(SavedCheckpoint& c, int64_t step) const {
                     {"lr_decay", std::string(decay_name(schedule_.decay))},
                     {"config_hash", fnv_hex(resume_config())},
                     {"rng", std::string("philox4x32-10, counter-based: shuffle keyed by (seed, epoch, rank), "
-                                        "dropout by (seed, step, rank); the state is the step")}};
+                                        "dropout by (seed, step, rank, micro-batch); the state is the step")}};
   // Per rank: rank, sampler epoch, rows consumed in it, shuffle key. Every
   // rank's position is the same function of the step; recorded explicitly.
   c.rank_state_rows = p;
@@ -137,7 +140,7 @@ void Trainer::stage_checkpoint(SavedCheckpoint& c, int64_t step) const {
     const int64_t e = step / spe;
     c.rank_state[r * 4 + 0] = r;
     c.rank_state[r * 4 + 1] = e;
-    c.rank_state[r * 4 + 2] = std::min<int64_t>((step % spe) * cfg_.batch_per_rank, sampler_->rows_per_rank());
+    c.rank_state[r * 4 + 2] = std::min<int64_t>((step % spe) * sampler_->step_rows(), sampler_->rows_per_rank());
     c.rank_state[r * 4 + 3] = int64_t(mix_key(cfg_.seed, uint64_t(e), uint64_t(r)));
   }
   c.tracker = tracker_.to_attrs();
@@ -209,15 +212,29 @@ void Trainer::find_resume_point() {
     if (!diff.empty())
       throw UsageError(str_cat("resume: ", path, " was written with other settings: ", diff,
                                "; resume with the same settings"));
+    check_resume_plan(c, path);
     const int64_t world = attr<int64_t>(c.trainer, "world_size", path);
     const int64_t batch = attr<int64_t>(c.trainer, "batch_per_rank", path);
-    if ((world != comm_.size() || batch != cfg_.batch_per_rank) && !cfg_.allow_reshape)
-      throw UsageError(str_cat("resume: ", path, " was written by ", world, " ranks x batch ", batch,
-                               " per rank; this run has ", comm_.size(), " x ", cfg_.batch_per_rank,
-                               ": use the same world size and train.batch_per_rank, or train.allow_reshape=true "
-                               "(continues from the same examples seen, lr rescaled; not bit-exact)"));
+    const auto acc = c.trainer.find("accumulate");  // absent before train.accumulate existed: 1
+    const int64_t accumulate =
+        acc != c.trainer.end() && std::holds_alternative<int64_t>(acc->second) ? std::get<int64_t>(acc->second) : 1;
+    if ((world != comm_.size() || batch != cfg_.batch_per_rank || accumulate != cfg_.accumulate) && !cfg_.allow_reshape)
+      throw UsageError(str_cat("resume: ", path, " was written by ", world, " ranks x batch ", batch, " per rank x ",
+                               accumulate, " micro-batches; this run has ", comm_.size(), " x ", cfg_.batch_per_rank,
+                               " x ", cfg_.accumulate,
+                               ": use the same world size, train.batch_per_rank and train.accumulate, or "
+                               "train.allow_reshape=true (continues from the same examples seen, lr rescaled; not "
+                               "bit-exact)"));
   };
+  const RunDirContents& found = log_.contents();
   if (cfg_.resume != "auto") {
+    // Into its own run's directory, or one that holds no run: never mixed
+    // into the records of another.
+    std::error_code ec;
+    const fs::path own = fs::path(cfg_.resume).parent_path().parent_path();
+    if (!found.only_unfinished_launch && !fs::equivalent(own.empty() ? "." : own, cfg_.run_dir, ec))
+      throw UsageError(str_cat("resume: ", cfg_.run_dir, " holds another run (", found.list(), ") than ", cfg_.resume,
+                               "'s; resume into the checkpoint's own run directory or a new one"));
     auto c = std::make_unique<SavedCheckpoint>(read_checkpoint_file(cfg_.resume));
     check(*c, cfg_.resume);
     resume_ = std::move(c);
@@ -237,7 +254,49 @@ void Trainer::find_resume_point() {
     resume_path_ = path;
     return;
   }
-  log_.info(str_cat("resume: no usable checkpoint in ", cfg_.run_dir, "/checkpoints; starting from step 0"));
+  // Starting over is only for a directory with nothing of value in it.
+  if (!found.only_unfinished_launch)
+    throw UsageError(str_cat("resume: no usable checkpoint in ", cfg_.run_dir, "/checkpoints, but the directory holds ",
+                             "a run (", found.list(), ") that a fresh start would replace; choose a new run.dir"));
+  log_.info(str_cat("resume: no checkpoint in ", cfg_.run_dir,
+                    found.empty() ? std::string()
+                                  : str_cat(", only the records of a launch that never checkpointed (", found.list(), ")"),
+                    "; starting from step 0"));
+}
+
+void Trainer::check_resume_plan(const SavedCheckpoint& c, const std::string& path) const {
+  const int64_t step = attr<int64_t>(c.trainer, "step", path);
+  const int64_t seen = attr<int64_t>(c.trainer, "examples_seen", path);
+  if (step < 0 || seen < 0) throw UsageError(str_cat("resume: ", path, " records a negative step or example count"));
+  // Absent from checkpoints of older versions: the plan check below remains.
+  const auto rows = c.trainer.find("train_rows");
+  if (rows != c.trainer.end() && std::holds_alternative<int64_t>(rows->second) &&
+      std::get<int64_t>(rows->second) != train_rows())
+    throw UsageError(str_cat("resume: ", path, " was written training on ", std::get<int64_t>(rows->second),
+                             " rows, the training data now gives ", train_rows(),
+                             " (data.train changed?); resume with the same data"));
+  if (seen > plan_.total_examples)
+    throw UsageError(str_cat("resume: ", path, " is at step ", step, " (", seen, " examples seen), past the end of ",
+                             "this run's plan of ", total_steps_, " steps (", plan_.total_examples,
+                             " examples): raise train.epochs or train.examples to train longer"));
+  const auto planned = c.trainer.find("total_examples");
+  if (planned != c.trainer.end() && std::holds_alternative<int64_t>(planned->second) &&
+      std::get<int64_t>(planned->second) != plan_.total_examples)
+    log_.info(str_cat("resume: the plan changes from ", std::get<int64_t>(planned->second), " to ",
+                      plan_.total_examples, " examples (", total_steps_,
+                      " steps); the lr schedule is recomputed over the new length"));
+  if (cfg_.restore_best) {
+    const auto best = c.tracker.find("best_step");
+    const bool has_best = best != c.tracker.end() && std::holds_alternative<int64_t>(best->second) &&
+                          std::get<int64_t>(best->second) >= 0;
+    const std::string file = cfg_.run_dir + "/best.h5";
+    if (has_best && !fs::exists(file))
+      throw UsageError(str_cat("early_stop.restore_best: ", path, "'s run has a best model (step ",
+                               std::get<int64_t>(best->second), ") but ", file,
+                               " is missing; it could not be restored at the end"));
+    if (has_best && read_model_file(file).params.size() != model_->num_params())
+      throw UsageError(str_cat("early_stop.restore_best: ", file, " holds another model than this run's"));
+  }
 }
 
 void Trainer::restore_resumed() {
@@ -273,9 +332,14 @@ void Trainer::restore_resumed() {
   window_.examples = head[4];
   window_.loss_sum = window_loss;
   last_eval_step_ = head[5];
+  const auto acc = resume_ ? resume_->trainer.find("accumulate") : Attrs::const_iterator();
+  const int64_t accumulate = resume_ && acc != resume_->trainer.end() && std::holds_alternative<int64_t>(acc->second)
+                                 ? std::get<int64_t>(acc->second)
+                                 : 1;  // absent before train.accumulate existed
   const bool reshaped = resume_ && (attr<int64_t>(resume_->trainer, "world_size", resume_path_) != comm_.size() ||
                                     attr<int64_t>(resume_->trainer, "batch_per_rank", resume_path_) !=
-                                        cfg_.batch_per_rank);
+                                        cfg_.batch_per_rank ||
+                                    accumulate != cfg_.accumulate);
   int32_t reshape = reshaped;
   comm_.broadcast(&reshape, sizeof reshape, 0);
   // Same geometry: continue at the very step. Reshaped: at the step of the
@@ -292,7 +356,8 @@ void Trainer::restore_resumed() {
     if (reshape)
       log_.info(str_cat("resume: reshaped from ", attr<int64_t>(resume_->trainer, "world_size", resume_path_),
                         " ranks x batch ", attr<int64_t>(resume_->trainer, "batch_per_rank", resume_path_),
-                        " to ", comm_.size(), " x ", cfg_.batch_per_rank, "; continuing at step ", start_step_,
+                        " x ", accumulate, " micro-batches to ", comm_.size(), " x ", cfg_.batch_per_rank, " x ",
+                        cfg_.accumulate, "; continuing at step ", start_step_,
                         " with lr rescaled to the global batch (not bit-exact)"));
   });
   resume_.reset();

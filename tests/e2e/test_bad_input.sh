@@ -2,9 +2,10 @@
 # Bad input, table-driven, on 1 and 2 ranks: each case must end EVERY rank
 # with exit code 2 (3 for a full disk; recorded per rank), print one
 # "ringtrain: error:" line that names the problem, never hang (each run is
-# under a timeout), and leave an existing run's best model and checkpoints
-# byte-for-byte untouched (cases on @RUN@, @RUN3@, @STOPPED@ and @FULL@ work on
-# a copy of a prepared run directory whose .h5 files are compared afterwards).
+# under a timeout), and leave an existing run's files byte-for-byte
+# untouched, models, records and config.ini alike (cases on @RUN@, @RUN3@ and
+# @FULL@ work on a copy of a prepared run directory whose files are compared
+# afterwards).
 source "$(dirname "$0")/common.sh" "$@"
 "$PY" -c "import h5py, numpy" 2>/dev/null || skip_test "python3-h5py / python3-numpy not installed"
 
@@ -130,8 +131,14 @@ cases=(
   "disk full mid-run|.h5.tmp: No space left on device|${prep[*]} --run.dir=@NEARLYFULL@ --resume=auto|3"
 )
 
-# Fingerprint of a run directory's models and checkpoints.
-h5_sums() { (cd "$1" && find . -name '*.h5' -print0 | sort -z | xargs -0 -r sha256sum); }
+# Fingerprint of every file of a run directory (run.lock aside: each job that
+# takes the lock writes its name there).
+# A run that fails mid-way on a full disk (exit 3) has appended its records:
+# there the models and checkpoints alone must be untouched.
+run_sums() {  # dir want
+  if [ "$2" = 3 ]; then (cd "$1" && find . -name '*.h5' -print0 | sort -z | xargs -0 -r sha256sum)
+  else (cd "$1" && find . -path ./run.lock -prune -o -type f -print0 | sort -z | xargs -0 -r sha256sum); fi
+}
 
 # Each case runs in the background and leaves its verdict in $WORK/verdict_<tag>
 # ("ok: ..." or "FAIL: ..." lines, then any diagnostics): the cases take turns
@@ -182,8 +189,8 @@ run_case() {  # np name needle args code
       echo "FAIL: $name ($np ranks): message does not mention '$needle'"; cat "$err"
     elif [ "$errors" != 1 ]; then
       echo "FAIL: $name ($np ranks): $errors error lines, expected exactly one"; cat "$err"
-    elif [ -n "$copy" ] && [ "$(h5_sums "$copy")" != "$(h5_sums "$prepared")" ]; then
-      echo "FAIL: $name ($np ranks): the existing best model or checkpoints changed"
+    elif [ -n "$copy" ] && [ "$(run_sums "$copy" "$want")" != "$(run_sums "$prepared" "$want")" ]; then
+      echo "FAIL: $name ($np ranks): files of the existing run changed"
     elif [ -n "$copy" ] && find "$copy" -name '*.tmp' | grep -q .; then
       echo "FAIL: $name ($np ranks): a temporary file is left behind"
     else

@@ -18,6 +18,7 @@ namespace ringtrain {
 
 struct TrainConfig {
   std::string run_dir = "runs/default";  // run.dir
+  std::string config_path;               // --config (read, never written; "" without one)
 
   std::string train_path, val_path, test_path;  // data.train data.val data.test
   double val_fraction = 0.1;                    // data.val_fraction (0: no validation)

@@ -14,10 +14,12 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "ringtrain/train/run_dir.hpp"
 #include "ringtrain/util/timer.hpp"
 
 namespace ringtrain {
@@ -37,10 +39,21 @@ class RunLog {
  public:
   RunLog(bool active, std::string run_dir, bool progress);
 
-  // Creates the directory and writes config.ini; RuntimeError/UsageError
-  // naming the path if it cannot. A directory that already holds a run is
-  // refused unless `resuming`.
-  void start(const std::string& effective_ini, bool resuming = false);
+  // Before anything is written: creates the directory, locks it for this
+  // job (RunDirLock) and looks at what it holds. UsageError if another job
+  // holds it, if it already holds a run and this one is not `resuming`, or
+  // if `config_path` (--config) is the run's own config.ini (unless resuming
+  // from the copy ringtrain wrote there).
+  void open(bool resuming, const std::string& config_path);
+  // What open() found (ringtrain's files only).
+  const RunDirContents& contents() const { return contents_; }
+  // The first write, once every check has passed: writes config.ini (never
+  // over the --config file itself); `fresh` (a resume that found nothing to
+  // resume) first removes the records of the launch that never checkpointed.
+  void begin(const std::string& effective_ini, const std::string& config_path, bool fresh);
+  // True if `path` starts with the line ringtrain writes atop config.ini.
+  static bool begins_with_marker(const std::string& path);
+  static constexpr const char* kConfigMarker = "# ringtrain effective configuration";
   // Resuming: keeps the metrics.jsonl and events.jsonl lines up to
   // `examples_seen` (the resumed run writes the later ones again), and every
   // earlier launch's start and end record; -1 clears both (a fresh start).
@@ -64,6 +77,8 @@ class RunLog {
   std::string dir_;
   Timer since_draw_;
   mutable std::mutex events_mutex_;
+  std::unique_ptr<RunDirLock> lock_;  // rank 0, the whole job
+  RunDirContents contents_;
 };
 
 // "0.8812" style formatting of metric values for progress lines.

@@ -122,6 +122,9 @@ class Trainer {
   // Sharded optimizer: reduce-scatter, this rank's shard of the update,
   // all-gather of the parameters (train_step's second half).
   double sharded_update(int64_t step, Timeline* tl);
+  // Micro-batch k of step `step` (train.accumulate): its rows into the batch
+  // buffers, forward and loss, dout_ filled. Returns the loss sum.
+  double forward_micro_batch(int64_t step, int k, const int64_t* rows, int count, Timeline* tl);
   // Collective: every rank's optimizer slots whole again (before a
   // checkpoint, and when run() ends); a no-op unless sharded steps ran.
   void gather_optimizer_state();
@@ -131,7 +134,12 @@ class Trainer {
   void stage_checkpoint(SavedCheckpoint& c, int64_t step) const;
   void init_from_file();   // no collectives
   void apply_freeze();     // no collectives
+  void refuse_inputs_in_run_files() const;  // rank 0: no data file is one of the run's own
   void find_resume_point();  // rank 0: picks and validates the checkpoint; no collectives
+  // rank 0: the checkpoint's step, data and best model fit this run's plan.
+  void check_resume_plan(const SavedCheckpoint& c, const std::string& path) const;
+  // Training rows before sharding (every rank's, dropped remainder included).
+  int64_t train_rows() const { return sampler_->rows_per_rank() * comm_.size() + dropped_rows_; }
   void restore_resumed();    // collective: every rank takes rank 0's checkpoint state
   std::string resume_config() const;  // the effective INI minus keys a resume may change
 
@@ -194,6 +202,9 @@ class Trainer {
   std::pair<std::size_t, std::size_t> shard_{0, 0};
   Timeline timeline_;                       // run.trace
   BigBuffer<float> batch_x_, batch_y_, dout_;
+  // train.accumulate > 1: the summed gradients of a step's micro-batches
+  // before the last (num_params floats; empty otherwise).
+  BigBuffer<float> accum_;
   std::vector<int32_t> batch_labels_, predicted_;
 };
 
