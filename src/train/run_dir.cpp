@@ -145,7 +145,7 @@ RunDirContents inspect_run_dir(const std::string& dir) {
     c.run_files.push_back(want_dir ? name + "/" : name);
     const bool harmless = (name == "config.ini" && begins_with(e.path().string(), "# ringtrain effective")) ||
                           (name == "events.jsonl" && !has_checkpoint_event(e.path().string())) ||
-                          name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0;
+                          (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0);
     if (!harmless) c.only_unfinished_launch = false;
   }
   if (ec && ec != std::errc::no_such_file_or_directory)
