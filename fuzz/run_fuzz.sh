@@ -4,8 +4,11 @@
 #
 #   fuzz/run_fuzz.sh [SECONDS_PER_TARGET]      default 60
 #
-# Environment: FUZZ_TARGETS (default "fuzz_idx fuzz_ini"), FUZZ_WORK (default
-# build/fuzz/work: seeds/, corpus/<target>/ kept between runs, artifacts/<target>/).
+# Environment: FUZZ_TARGETS (default "fuzz_idx fuzz_ini fuzz_model"), FUZZ_WORK
+# (default build/fuzz/work: seeds/, corpus/<target>/ kept between runs,
+# artifacts/<target>/), RINGTRAIN (default build/release/ringtrain: fuzz_model's
+# seeds come from a tiny run of it; without it, or without h5py, fuzz_model is
+# skipped with a message).
 # Exit status: 0 when no target found anything, 1 when one did (the reproducer
 # is printed), 77 when clang or the libFuzzer runtime is missing.
 set -euo pipefail
@@ -19,7 +22,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 build=build/fuzz
 work=${FUZZ_WORK:-$build/work}
-targets=${FUZZ_TARGETS:-fuzz_idx fuzz_ini}
+targets=${FUZZ_TARGETS:-fuzz_idx fuzz_ini fuzz_model}
+ringtrain=${RINGTRAIN:-$build/../release/ringtrain}
 
 # clang and its libFuzzer runtime (Debian: clang-14 libclang-rt-14-dev).
 if ! command -v clang++ > /dev/null || ! command -v clang > /dev/null; then
@@ -45,8 +49,22 @@ cmake --build "$build" -j "$jobs" --target $targets
 
 rm -rf "$work/seeds"
 python3 fuzz/make_corpus.py "$work/seeds"
+if [[ " $targets " == *" fuzz_model "* ]]; then
+  # h5py may live in the system python only
+  py=python3
+  python3 -c "import h5py, numpy" 2> /dev/null || py=/usr/bin/python3
+  if [[ ! -x $ringtrain ]] || ! "$py" -c "import h5py, numpy" 2> /dev/null; then
+    echo "run_fuzz.sh: skipping fuzz_model: it needs h5py and a ringtrain binary for its seeds" \
+      "(RINGTRAIN=$ringtrain)" >&2
+    targets=${targets//fuzz_model/}
+  else
+    "$py" fuzz/make_model_corpus.py "$work/seeds/model" "$ringtrain"
+  fi
+fi
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+# libhdf5's own leaks on malformed files (see lsan.supp)
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$root/fuzz/lsan.supp}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 status=0
 summary=()
@@ -54,6 +72,7 @@ for t in $targets; do
   case $t in
     fuzz_idx) seeds=$work/seeds/idx; extra=(-max_len=8192) ;;
     fuzz_ini) seeds=$work/seeds/ini; extra=(-max_len=4096 "-dict=$work/seeds/ini.dict") ;;
+    fuzz_model) seeds=$work/seeds/model; extra=(-max_len=131072) ;;
     *) echo "run_fuzz.sh: unknown target $t" >&2; exit 2 ;;
   esac
   corpus=$work/corpus/$t
