@@ -160,7 +160,9 @@ def trial(a, i, rng, work, ref_params, ref_seconds, scale=1.0):
     resume_rc = run_to_end(train_cmd(a, run_dir, True), resume_log, run_dir)
     # A checkpoint that existed before the kill must be the one resumed from
     # (a run that silently started over would end identical too).
-    resumed = "resumed from " in open(resume_log, errors="replace").read()
+    resume_text = open(resume_log, errors="replace").read()
+    resumed = "resumed from " in resume_text
+    resume_error = next((l for l in resume_text.splitlines() if l.startswith("ringtrain: error")), "")
     same = False
     final = os.path.join(run_dir, "final.h5")
     if resume_rc == 0 and os.path.exists(final):
@@ -169,7 +171,7 @@ def trial(a, i, rng, work, ref_params, ref_seconds, scale=1.0):
           and (resumed or not had_checkpoint))
     return {"trial": i, "victim_rank": victim, "moment": moment.strip() or "not killed (run ended first)",
             "job_exit": rc, "seconds_to_end": end_s, "resume_exit": resume_rc, "resumed_from_checkpoint": resumed,
-            "bit_identical": same, "ok": ok}
+            "bit_identical": same, "ok": ok, "resume_error": resume_error}
 
 
 def main():
@@ -206,6 +208,8 @@ def main():
                   f"{str(r['resume_exit']):>6} {'yes' if r['resumed_from_checkpoint'] else 'no':>9}  "
                   f"{'yes' if r['bit_identical'] else 'NO'}{'' if r['ok'] else '  <- FAIL'}",
                   flush=True)
+            if not r["ok"] and r["resume_error"]:
+                print(f"      resume: {r['resume_error'][:200]}", flush=True)
         ends = [r["seconds_to_end"] for r in results if r["seconds_to_end"] is not None]
         passed = sum(r["ok"] for r in results)
         writes = sum("checkpoint write" in r["moment"] for r in results)

@@ -66,11 +66,14 @@ bool lstat_path(const std::string& path, struct stat& st, const std::string& pre
   throw UsageError(str_cat(prefix, path, ": ", std::strerror(errno)));
 }
 
-// UsageError unless `path` is absent or a regular file (not a link to one).
+// RuntimeError unless `path` is absent or a regular file (not a link to one).
+// The guard of the write itself: the commands check their outputs before they
+// start (check_output, inspect_run_dir: UsageError, exit 2), so a path that
+// fails here changed while the command ran (a runtime failure, exit 3).
 void require_regular_or_absent(const std::string& path, const std::string& remedy) {
   struct stat st;
   if (lstat_path(path, st, "") && !S_ISREG(st.st_mode))
-    throw UsageError(str_cat(path, ": is ", kind_of(st.st_mode), ", and ringtrain writes over regular files only (",
+    throw RuntimeError(str_cat(path, ": is ", kind_of(st.st_mode), ", and ringtrain writes over regular files only (",
                              remedy, ")"));
 }
 

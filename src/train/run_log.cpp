@@ -45,9 +45,21 @@ void RunLog::begin(const std::string& effective_ini, const std::string& config_p
   std::error_code ec;
   // A fresh start over the records of a launch that never checkpointed
   // (open() and the resume search allow nothing else): they belong to no run.
+  // checkpoints/ then holds at most the temporary of an interrupted first
+  // write; anything else there stays, and so does the folder.
   if (fresh)
-    for (const std::string& name : contents_.run_files)
-      if (name != "config.ini") fs::remove(dir_ + "/" + name, ec);
+    for (const std::string& name : contents_.run_files) {
+      if (name == "config.ini") continue;
+      if (name == "checkpoints/") {
+        for (const auto& e : fs::directory_iterator(dir_ + "/checkpoints", ec)) {
+          const std::string f = e.path().filename().string();
+          if (f.rfind("ckpt-", 0) == 0 && f.size() > 7 && f.compare(f.size() - 7, 7, ".h5.tmp") == 0 &&
+              e.is_regular_file(ec) && !e.is_symlink(ec))
+            fs::remove(e.path(), ec);
+        }
+      }
+      fs::remove(dir_ + "/" + name, ec);  // a folder only if it is empty
+    }
   const std::string recorded = dir_ + "/config.ini";
   // Resuming with --config <run>/config.ini: it is this command's input, and
   // holds these settings already.

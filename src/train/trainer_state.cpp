@@ -7,7 +7,9 @@
 // keyed by seed, epoch or step, and rank), the loss window of the next
 // metrics line, the tracker, and the lr schedule (a function of the step).
 // That is what makes a resumed run bit-identical to an uninterrupted one.
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <sstream>
 
@@ -254,14 +256,38 @@ void Trainer::find_resume_point() {
     resume_path_ = path;
     return;
   }
-  // Starting over is only for a directory with nothing of value in it.
-  if (!found.only_unfinished_launch)
+  // Starting over is only for a directory with nothing of value in it, or
+  // for a launch of these same settings stopped before its first checkpoint
+  // (pre-empted, killed): from step 0 with the same settings every record it
+  // left (metrics, best.h5) is computed again, bit for bit.
+  if (found.only_unfinished_launch) {
+    log_.info(str_cat("resume: no checkpoint in ", cfg_.run_dir,
+                      found.empty() ? std::string()
+                                    : str_cat(", only the records of a launch that never checkpointed (", found.list(), ")"),
+                      "; starting from step 0"));
+    return;
+  }
+  const std::string why_not = why_not_restart(found);
+  if (!why_not.empty())
     throw UsageError(str_cat("resume: no usable checkpoint in ", cfg_.run_dir, "/checkpoints, but the directory holds ",
-                             "a run (", found.list(), ") that a fresh start would replace; choose a new run.dir"));
-  log_.info(str_cat("resume: no checkpoint in ", cfg_.run_dir,
-                    found.empty() ? std::string()
-                                  : str_cat(", only the records of a launch that never checkpointed (", found.list(), ")"),
-                    "; starting from step 0"));
+                             "a run (", found.list(), ") that a fresh start would replace (", why_not,
+                             "); choose a new run.dir"));
+  log_.info(str_cat("resume: no checkpoint in ", cfg_.run_dir, "; the launch there (", found.list(),
+                    ") has these settings and stopped before its first checkpoint: starting it over from step 0"));
+}
+
+std::string Trainer::why_not_restart(const RunDirContents& found) const {
+  if (!RunFiles::list_checkpoints(cfg_.run_dir).empty()) return "its checkpoints are unreadable or incompatible";
+  for (const char* done : {"final.h5", "test_metrics.json"})
+    if (std::find(found.run_files.begin(), found.run_files.end(), done) != found.run_files.end())
+      return str_cat("it finished: ", done);
+  const std::string recorded = cfg_.run_dir + "/config.ini";
+  if (!RunLog::begins_with_marker(recorded)) return "no config.ini of ringtrain's records its settings";
+  std::ifstream in(recorded);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (filtered_config(text.str()) != filtered_config(cfg_.effective_ini)) return "it has other settings";
+  return "";
 }
 
 void Trainer::check_resume_plan(const SavedCheckpoint& c, const std::string& path) const {

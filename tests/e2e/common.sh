@@ -24,6 +24,20 @@ rank_pid() {
     tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && { echo "$pid"; return; }
   done
 }
+# same_params A.h5 B.h5: exit 0 if the two model files hold the same
+# parameters, bit for bit (their /model datasets; metadata and config aside).
+same_params() {
+  "$PY" - "$1" "$2" <<'PY'
+import sys, h5py
+def params(p):
+    out = {}
+    with h5py.File(p, "r") as f:
+        f["model"].visititems(lambda n, o: out.__setitem__(n, o[()].tobytes()) if hasattr(o, "shape") else None)
+    return out
+a, b = params(sys.argv[1]), params(sys.argv[2])
+sys.exit(0 if a == b and a else 1)
+PY
+}
 finish() {
   echo "$PASSES passed, $FAILURES failed"
   [ "$FAILURES" = 0 ]

@@ -15,18 +15,6 @@ ARGS=(--data.train="$FASHION/train-images-idx3-ubyte.gz" --data.max_rows=3000 --
       --checkpoint.keep_last=2 --run.progress=false)
 K3=(--train.accumulate=3)
 
-same_params() {
-  "$PY" - "$1" "$2" <<'PY'
-import sys, h5py
-def params(p):
-    out = {}
-    with h5py.File(p, "r") as f:
-        f["model"].visititems(lambda n, o: out.__setitem__(n, o[()].tobytes()) if hasattr(o, "shape") else None)
-    return out
-a, b = params(sys.argv[1]), params(sys.argv[2])
-sys.exit(0 if a == b and a else 1)
-PY
-}
 
 ref="$WORK/ref"
 rt_mpirun 2 "$RINGTRAIN" train "${ARGS[@]}" "${K3[@]}" --run.dir="$ref" >"$WORK/ref.log" 2>&1 \

@@ -33,18 +33,6 @@ wait_started() {
   done
   return 1
 }
-same_params() {
-  "$PY" - "$1" "$2" <<'PY'
-import sys, h5py
-def params(p):
-    out = {}
-    with h5py.File(p, "r") as f:
-        f["model"].visititems(lambda n, o: out.__setitem__(n, o[()].tobytes()) if hasattr(o, "shape") else None)
-    return out
-a, b = params(sys.argv[1]), params(sys.argv[2])
-sys.exit(0 if a == b and a else 1)
-PY
-}
 # check_preempted NAME DIR LAUNCHER_RC: every rank 75, one "pre-empted" line,
 # a checkpoint; then resume and compare with the reference.
 check_preempted() {

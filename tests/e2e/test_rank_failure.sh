@@ -11,12 +11,18 @@
 source "$(dirname "$0")/common.sh" "$@"
 [ -r "$FASHION/train-images-idx3-ubyte.gz" ] || skip_test "Fashion-MNIST not installed (dataset-fashion-mnist)"
 
-mkdir -p "$WORK/run/test_metrics.json"  # a directory where rank 0 will write a file
+# A directory where rank 0 will write test_metrics.json at the end, made once
+# the run has passed its start-up checks (config.ini is written after them; a
+# directory there at start-up is refused before training, exit 2).
 start=$SECONDS
 set +e
 timeout 60 "$MPIEXEC" "${MPIEXEC_ARGS[@]}" -n 2 "$RINGTRAIN" train \
   --data.train="$FASHION/train-images-idx3-ubyte.gz" --data.test="$FASHION/t10k-images-idx3-ubyte.gz" \
-  --data.max_rows=2000 --train.epochs=1 --run.dir="$WORK/run" --run.progress=false >"$WORK/out" 2>"$WORK/err"
+  --data.max_rows=2000 --train.epochs=60 --run.dir="$WORK/run" --run.progress=false >"$WORK/out" 2>"$WORK/err" &
+job=$!
+for _ in $(seq 1 3000); do [ -f "$WORK/run/config.ini" ] && break; sleep 0.01; done
+mkdir "$WORK/run/test_metrics.json"
+wait $job
 rc=$?
 set -e
 elapsed=$((SECONDS - start))

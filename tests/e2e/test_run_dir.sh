@@ -165,6 +165,29 @@ rt 2 early train "${BASE[@]}" $E3 --run.dir="$R/early" --resume=auto
   && pass "resume auto over a launch that never checkpointed starts over" \
   || { fail "resume auto over an unfinished launch: $(codes early)"; cat "$WORK/err_early" >&2; }
 
+# --resume auto where a launch of the same settings got as far as an
+# evaluation (metrics.jsonl, best.h5) but not a checkpoint, as when a job is
+# pre-empted early: it starts over, and ends as an uninterrupted run would.
+# With other settings the same directory is refused, every file unchanged.
+prepare "$R/evalonly" 2 --train.stop_after_steps=25 --checkpoint.keep_last=0 || true
+cp -a "$R/evalonly" "$R/evalonly_other"
+refused "resume auto, no checkpoint, other settings" 2 "it has other settings" "$R/evalonly_other" \
+  train "${BASE[@]}" $E3 --run.dir="$R/evalonly_other" --resume=auto --optim.lr=0.3
+rt 2 evalonly train "${BASE[@]}" $E3 --run.dir="$R/evalonly" --resume=auto
+rt 2 evalref train "${BASE[@]}" $E3 --run.dir="$R/evalref"
+# metrics.jsonl without its clock fields
+metrics_but_time() {
+  "$PY" -c "import json,sys; [print({k: v for k, v in json.loads(l).items() if k not in ('elapsed_s', 'samples_per_s')}) for l in open(sys.argv[1] + '/metrics.jsonl')]" "$1"
+}
+if [ "$(codes evalonly)" = "0 0 " ] && grep -q "stopped before its first checkpoint: starting it over" "$WORK/out_evalonly" \
+   && same_params "$R/evalonly/final.h5" "$R/evalref/final.h5" \
+   && [ "$(grep -c '"event":"start"' "$R/evalonly/events.jsonl")" = 1 ] \
+   && [ "$(metrics_but_time "$R/evalonly")" = "$(metrics_but_time "$R/evalref")" ]; then
+  pass "resume auto over an evaluated launch without checkpoint: started over, final.h5 and metrics.jsonl as an uninterrupted run's"
+else
+  fail "resume auto over an evaluated launch: $(codes evalonly)"; cat "$WORK/out_evalonly" "$WORK/err_evalonly" >&2
+fi
+
 # Resuming with --config <run>/config.ini (the copy ringtrain wrote) is fine
 # and leaves it as it is.
 prepare "$R/cfg" 2 --train.stop_after_steps=10 || true
@@ -229,16 +252,8 @@ for _ in $(seq 200); do
   grep -q "is in use by another ringtrain job" "$WORK/err_resumed" || break
   refusals=$((refusals + 1)); sleep 0.1
 done
-same=$("$PY" - "$R/ref/final.h5" "$R/killed/final.h5" <<'PY'
-import sys, h5py
-def params(p):
-    out = {}
-    with h5py.File(p, "r") as f:
-        f["model"].visititems(lambda n, o: out.__setitem__(n, o[()].tobytes()) if hasattr(o, "shape") else None)
-    return out
-print("yes" if params(sys.argv[1]) == params(sys.argv[2]) else "no")
-PY
-)
+same=no
+same_params "$R/ref/final.h5" "$R/killed/final.h5" && same=yes
 if [ "$(codes resumed)" = "0 0 " ] && [ "$same" = yes ]; then
   pass "launcher killed, resumed at once: refused $refusals time(s) while the old ranks lived, then final.h5 bit-identical to an uninterrupted run"
 else

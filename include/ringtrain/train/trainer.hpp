@@ -138,6 +138,9 @@ class Trainer {
   void find_resume_point();  // rank 0: picks and validates the checkpoint; no collectives
   // rank 0: the checkpoint's step, data and best model fit this run's plan.
   void check_resume_plan(const SavedCheckpoint& c, const std::string& path) const;
+  // Why --resume auto may not start the run in run.dir over ("" = it may: no
+  // checkpoint file, unfinished, config.ini with these settings).
+  std::string why_not_restart(const RunDirContents& found) const;
   // Training rows before sharding (every rank's, dropped remainder included).
   int64_t train_rows() const { return sampler_->rows_per_rank() * comm_.size() + dropped_rows_; }
   void restore_resumed();    // collective: every rank takes rank 0's checkpoint state
