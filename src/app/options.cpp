@@ -2,6 +2,7 @@
 #include "ringtrain/app/options.hpp"
 
 #include <boost/program_options.hpp>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -20,6 +21,25 @@ namespace ringtrain {
 namespace po = boost::program_options;
 
 namespace {
+
+// A config file is a regular file, or a pipe (--config <(...)): /dev/fd/N
+// links to "pipe:[...]". A directory, a device (/dev/zero: endless) or a
+// named FIFO (waits for a writer that may never come) is refused.
+constexpr std::size_t kMaxConfigBytes = std::size_t(16) << 20;
+
+void check_config_file(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw UsageError(str_cat("--config: cannot read '", path, "'"));
+  if (S_ISREG(st.st_mode)) return;
+  if (S_ISFIFO(st.st_mode)) {
+    char target[64] = {};
+    const ssize_t n = ::readlink(path.c_str(), target, sizeof target - 1);
+    if (n > 5 && std::string(target, std::size_t(n)).rfind("pipe:", 0) == 0) return;
+    throw UsageError(str_cat("--config: '", path, "' is a named FIFO: give the settings in a regular file"));
+  }
+  throw UsageError(str_cat("--config: '", path, "' is ", S_ISDIR(st.st_mode) ? "a directory" : "a device or socket",
+                           ", not a config file"));
+}
 
 struct OptionDef {
   const char* key;
@@ -372,13 +392,17 @@ ParsedTrainArgs parse_train_args(const std::vector<std::string>& args) {
     }
     if (vm.count("config")) {
       const std::string path = vm["config"].as<std::string>();
+      check_config_file(path);
       std::ifstream in(path);
       if (!in) throw UsageError(str_cat("--config: cannot read '", path, "'"));
       // Read whole (it may be a pipe), without the UTF-8 byte-order mark
       // that some editors put first: it is not part of the first line.
-      std::ostringstream whole;
-      whole << in.rdbuf();
-      std::string text = whole.str();
+      std::string text(kMaxConfigBytes + 1, '\0');
+      in.read(text.data(), std::streamsize(text.size()));
+      text.resize(std::size_t(in.gcount()));
+      if (text.size() > kMaxConfigBytes)
+        throw UsageError(str_cat("--config: '", path, "' is larger than ", kMaxConfigBytes >> 20,
+                                 " MiB: not a config file"));
       if (text.rfind("\xEF\xBB\xBF", 0) == 0) text.erase(0, 3);
       std::istringstream body(text);
       po::store(po::parse_config_file(body, train, /*allow_unregistered=*/false), vm);

@@ -12,6 +12,7 @@
 
 #include "ringtrain/app/command_line.hpp"
 #include "ringtrain/app/plot.hpp"
+#include "ringtrain/app/run_summary.hpp"
 #include "ringtrain/io/atomic_file.hpp"
 #include "ringtrain/util/error.hpp"
 
@@ -55,9 +56,10 @@ void parse_size(const std::string& text, PlotOptions& o) {
 }
 
 nlohmann::ordered_json read_bench(const std::string& path) {
+  require_regular_input(path, "plot: --bench");
   std::ifstream in(path);
   if (!in) throw UsageError(str_cat("plot: --bench: cannot read '", path, "'"));
-  nlohmann::ordered_json j = nlohmann::ordered_json::parse(in, nullptr, /*allow_exceptions=*/false);
+  const nlohmann::ordered_json j = parse_json_shallow(in);
   if (j.is_discarded() || !j.is_object()) throw UsageError(str_cat("plot: --bench: '", path, "' is not a JSON object"));
   return j;
 }

@@ -1,6 +1,8 @@
 // RunSummary (see run_summary.hpp).
 #include "ringtrain/app/run_summary.hpp"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <cctype>
@@ -21,7 +23,30 @@ using Json = nlohmann::ordered_json;
 
 namespace {
 
+template <typename Source>
+Json parse_bounded(Source&& src) {
+  bool too_deep = false;
+  Json j = Json::parse(
+      std::forward<Source>(src),
+      [&](int depth, Json::parse_event_t, Json&) {
+        if (depth > kMaxJsonDepth) too_deep = true;
+        return !too_deep;  // a value past the limit is dropped, not built
+      },
+      /*allow_exceptions=*/false);
+  return too_deep ? Json(Json::value_t::discarded) : j;
+}
+
+// A file of the run directory that `report` and `plot` read: absent is fine
+// (false), anything but a regular file is refused (a FIFO would hang them).
+bool present_regular(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return false;
+  if (!S_ISREG(st.st_mode)) throw UsageError(str_cat(path, ": not a regular file (ringtrain wrote none such)"));
+  return true;
+}
+
 std::map<std::string, std::string> read_config(const std::string& path) {
+  present_regular(path);
   std::ifstream in(path);
   if (!in) throw UsageError(str_cat(path, ": cannot read"));
   std::map<std::string, std::string> out;
@@ -38,6 +63,7 @@ std::map<std::string, std::string> read_config(const std::string& path) {
 // the very end: the torn tail of an append a crash interrupted.
 std::vector<Json> read_jsonl(const std::string& path) {
   std::vector<Json> out;
+  if (!present_regular(path)) return out;
   std::ifstream in(path);
   if (!in) return out;
   std::string line;
@@ -45,7 +71,7 @@ std::vector<Json> read_jsonl(const std::string& path) {
   for (int n = 1; std::getline(in, line); ++n)
     if (!line.empty()) lines.emplace_back(n, line);
   for (std::size_t i = 0; i < lines.size(); ++i) {
-    Json j = Json::parse(lines[i].second, nullptr, /*allow_exceptions=*/false);
+    Json j = parse_bounded(lines[i].second);
     if (j.is_discarded() || !j.is_object()) {
       if (i + 1 == lines.size()) break;
       throw UsageError(str_cat(path, ": line ", lines[i].first, " is not a JSON object"));
@@ -57,9 +83,10 @@ std::vector<Json> read_jsonl(const std::string& path) {
 
 std::map<std::string, double> read_number_map(const std::string& path) {
   std::map<std::string, double> out;
+  if (!present_regular(path)) return out;
   std::ifstream in(path);
   if (!in) return out;
-  const Json j = Json::parse(in, nullptr, /*allow_exceptions=*/false);
+  const Json j = parse_bounded(in);
   if (j.is_discarded() || !j.is_object()) throw UsageError(str_cat(path, ": not a JSON object"));
   for (const auto& [k, v] : j.items())
     if (v.is_number()) out[k] = v.get<double>();
@@ -99,6 +126,9 @@ void check_event(const Json& e, const std::string& path) {
 }
 
 }  // namespace
+
+Json parse_json_shallow(const std::string& text) { return parse_bounded(text); }
+Json parse_json_shallow(std::istream& in) { return parse_bounded(in); }
 
 RunSummary load_run(const std::string& dir) {
   std::error_code ec;

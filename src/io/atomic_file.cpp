@@ -6,11 +6,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <regex>
 
 #include "ringtrain/util/error.hpp"
 
@@ -179,6 +181,52 @@ bool same_file_or_path(const std::string& a, const std::string& b) {
 
 // ---- check_output --------------------------------------------------------------
 
+void require_regular_input(const std::string& path, const std::string& what) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0)
+    throw UsageError(str_cat(what, ": '", path, "': ", errno == ENOENT ? "no such file" : std::strerror(errno)));
+  if (!S_ISREG(st.st_mode))
+    throw UsageError(str_cat(what, ": '", path, "' is ", kind_of(st.st_mode), ", not a regular file"));
+}
+
+bool is_run_dir_name(const std::string& name) {
+  static const char* const kNames[] = {"config.ini",   "events.jsonl", "metrics.jsonl",     "manifest.json",
+                                       "best.h5",      "final.h5",     "test_metrics.json", "trace.json",
+                                       "curves.png",   "checkpoints"};
+  static const std::regex versioned("best-step[0-9]+\\.h5");
+  std::string base = name;
+  if (base.size() > 4 && base.compare(base.size() - 4, 4, ".tmp") == 0) base.resize(base.size() - 4);
+  return std::find(std::begin(kNames), std::end(kNames), base) != std::end(kNames) ||
+         std::regex_match(base, versioned);
+}
+
+namespace {
+
+std::string base_name(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+bool holds_run_lock(const std::string& folder) {
+  struct stat st;
+  return ::lstat((folder + "/run.lock").c_str(), &st) == 0;
+}
+
+// The run directory `output` would write into ringtrain's files of, or "".
+std::string run_dir_of_output(const std::string& output, const std::string& given_folder) {
+  const std::string name = base_name(output);
+  std::error_code ec;
+  const std::filesystem::path canonical = std::filesystem::weakly_canonical(given_folder, ec);
+  const std::string folder = ec ? given_folder : canonical.string();  // "." -> where it is
+  if (holds_run_lock(folder) && (name == "run.lock" || (is_run_dir_name(name) && name != "curves.png" &&
+                                                         name != "curves.png.tmp")))
+    return folder;
+  if (base_name(folder) == "checkpoints" && holds_run_lock(parent_dir(folder))) return parent_dir(folder);
+  return "";
+}
+
+}  // namespace
+
 void check_output(const std::string& output, const std::vector<std::string>& inputs, const char* what) {
   const std::string prefix = str_cat(what, ": ");
   if (output.empty()) throw UsageError(str_cat(what, ": the file name is empty"));
@@ -212,6 +260,10 @@ void check_output(const std::string& output, const std::vector<std::string>& inp
       throw UsageError(str_cat(prefix, "'", tmp, "', where '", output, "' is written first, is ", input,
                                " (choose another output)"));
   }
+  const std::string run = run_dir_of_output(output, folder);
+  if (!run.empty())
+    throw UsageError(str_cat(prefix, "'", output, "' is one of the files of the ringtrain run in '", run,
+                             "', which only its training writes (choose another name or folder)"));
 }
 
 // ---- small files ---------------------------------------------------------------

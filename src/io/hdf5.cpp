@@ -61,11 +61,18 @@ void h5_check(herr_t status, const std::string& context) {
   throw RuntimeError(str_cat("HDF5 error: ", context, reason.empty() ? "" : ": " + reason));
 }
 
-H5Handle h5_open_read(const std::string& path) {
+void h5_require_hdf5(const std::string& path) {
   h5_quiet();
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) throw UsageError(str_cat(path, ": no such file"));
+  // H5Fis_hdf5 opens the file: a FIFO would wait for a writer forever.
+  if (!S_ISREG(st.st_mode))
+    throw UsageError(str_cat(path, ": not a regular file (a directory, FIFO or device is no HDF5 file)"));
   if (H5Fis_hdf5(path.c_str()) <= 0) throw UsageError(str_cat(path, ": not an HDF5 file (or truncated)"));
+}
+
+H5Handle h5_open_read(const std::string& path) {
+  h5_require_hdf5(path);
   return h5_check(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose,
                   str_cat(path, ": cannot open HDF5 file (truncated or corrupt?)"));
 }

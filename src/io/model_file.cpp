@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 
@@ -349,8 +350,25 @@ void read_rank_state(hid_t trainer, SavedCheckpoint& c, const std::string& path)
 // a file in the old format (superblock 0 or 1) has none, so its object
 // headers reach libhdf5's decoder unchecked, and HDF5 1.10.8 crashes on some
 // malformed ones (a NULL dereference in H5A__close under H5Aiterate2, found
-// by fuzz_model). Such a file is not ours: refused before any attribute is read.
+// by fuzz_model). Such a file is not ours: refused before libhdf5 opens it,
+// since opening alone decodes the root group's header (a crafted one made
+// libhdf5 ask malloc for 4 GiB, also found by fuzz_model). ringtrain writes no
+// user block, so its superblock is at offset 0: the signature, then the
+// version byte.
 H5Handle open_ours(const std::string& path) {
+  static const char kSignature[8] = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
+  h5_require_hdf5(path);  // a regular file (no FIFO opened below), and HDF5
+  char head[9] = {};
+  std::ifstream in(path, std::ios::binary);
+  const bool at_start = in.read(head, sizeof head) && std::memcmp(head, kSignature, sizeof kSignature) == 0;
+  if (!at_start) {
+    throw UsageError(str_cat(path, ": not a ringtrain model or checkpoint file (its HDF5 superblock is not at the ",
+                             "start: ringtrain writes no user block)"));
+  }
+  if (static_cast<unsigned char>(head[8]) < 2)
+    throw UsageError(str_cat(path, ": not a ringtrain model or checkpoint file (HDF5 superblock version ",
+                             int(static_cast<unsigned char>(head[8])),
+                             ", without metadata checksums: ringtrain writes version 2 or later)"));
   H5Handle file = h5_open_read(path);
   H5F_info2_t info{};
   if (H5Fget_info2(file, &info) < 0 || info.super.version < 2)

@@ -39,6 +39,9 @@ TrainingPlan TrainingPlan::make(int64_t rows_per_rank, int world, int batch, int
     p.total_steps = max_steps;
     p.total_examples = p.examples_after(max_steps);
   }
+  // The points are a list held all run long (8 bytes each).
+  if (evals > TrainingPlan::kMaxEvals)
+    throw UsageError(str_cat("train.evals: ", evals, " evaluation points: at most ", TrainingPlan::kMaxEvals));
   if (evals > p.total_steps)
     throw UsageError(str_cat("train.evals: ", evals, " evaluation points do not fit in ", p.total_steps, " steps"));
   if (evals > 0 && eval_every_steps <= 0) {

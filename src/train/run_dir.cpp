@@ -11,8 +11,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <regex>
 
+#include "ringtrain/io/atomic_file.hpp"
 #include "ringtrain/util/error.hpp"
 #include "ringtrain/util/timer.hpp"
 
@@ -41,18 +41,6 @@ std::string holder_text() {
   const char* job = std::getenv("SLURM_JOB_ID");
   return str_cat("pid ", ::getpid(), " on ", host, job && *job ? str_cat(", Slurm job ", job) : std::string(),
                  ", since ", utc_timestamp(), "\n");
-}
-
-// The names ringtrain writes into a run directory. Directories end in '/'.
-bool is_run_name(const std::string& name) {
-  static const char* const kNames[] = {"config.ini",   "events.jsonl", "metrics.jsonl",     "manifest.json",
-                                       "best.h5",      "final.h5",     "test_metrics.json", "trace.json",
-                                       "curves.png",   "checkpoints"};
-  static const std::regex versioned("best-step[0-9]+\\.h5");
-  std::string base = name;
-  if (base.size() > 4 && base.compare(base.size() - 4, 4, ".tmp") == 0) base.resize(base.size() - 4);
-  return std::find(std::begin(kNames), std::end(kNames), base) != std::end(kNames) ||
-         std::regex_match(base, versioned);
 }
 
 bool begins_with(const std::string& path, const std::string& prefix) {
@@ -90,6 +78,18 @@ RunDirLock::RunDirLock(const std::string& dir, std::string* warning) {
     ::close(fd_);
     fd_ = -1;
     throw UsageError(str_cat("run.dir: ", path, " is not a regular file (ringtrain keeps its lock there)"));
+  }
+  // The holder's name is written into the file: never into a file that is
+  // another name of a user's file (a hard link), nor over one that is not a
+  // lock file of ringtrain's (a data file called run.lock).
+  const std::string found = read_holder(fd_);
+  if (st.st_nlink > 1 || (st.st_size > 0 && found.rfind("pid ", 0) != 0)) {
+    ::close(fd_);
+    fd_ = -1;
+    throw UsageError(str_cat("run.dir: ", path,
+                             st.st_nlink > 1 ? " has other names (a hard link)" : " is not a lock file of ringtrain's",
+                             ": ringtrain keeps its lock there and writes into it; move that file, or choose "
+                             "another run.dir"));
   }
   struct flock lk {};
   lk.l_type = F_WRLCK;
@@ -134,7 +134,7 @@ RunDirContents inspect_run_dir(const std::string& dir) {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
-    if (!is_run_name(name)) continue;
+    if (!is_run_dir_name(name)) continue;
     const fs::file_status st = e.symlink_status();
     const bool want_dir = name == "checkpoints";
     if (fs::is_symlink(st) || (want_dir ? !fs::is_directory(st) : !fs::is_regular_file(st)))

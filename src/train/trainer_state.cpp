@@ -251,6 +251,14 @@ void Trainer::find_resume_point() {
       log_.info(str_cat("resume: skipping ", path, ": ", e.what()));
       continue;  // damaged: the previous one
     }
+    // The newest is chosen by the step in the name: a name that lies (a
+    // checkpoint copied or renamed) would resume an older state over newer
+    // ones and set those aside. The user's to sort out, as below.
+    const int64_t inside = attr<int64_t>(c->trainer, "step", path);
+    if (inside != step)
+      throw UsageError(str_cat("resume: ", path, " holds step ", inside, ", not the ", step,
+                               " its name says (copied or renamed?): move it out of ", cfg_.run_dir,
+                               "/checkpoints or name it ckpt-", inside, ".h5"));
     check(*c, path);  // a valid but incompatible checkpoint is the user's to sort out
     resume_ = std::move(c);
     resume_path_ = path;
@@ -287,6 +295,13 @@ std::string Trainer::why_not_restart(const RunDirContents& found) const {
   std::stringstream text;
   text << in.rdbuf();
   if (filtered_config(text.str()) != filtered_config(cfg_.effective_ini)) return "it has other settings";
+  // A launch that checkpoints at every evaluation lacks one only if it was
+  // stopped within its first interval; one that keeps none may have trained
+  // for days, and a restart stopped early would replace its best.h5.
+  const auto recorded_values = ini_values(text.str());
+  const auto keep = recorded_values.find("checkpoint.keep_last");
+  if (keep != recorded_values.end() && keep->second == "0")
+    return "it keeps no checkpoints (checkpoint.keep_last=0): its best.h5 and metrics are all there is of it";
   return "";
 }
 

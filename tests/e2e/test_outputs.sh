@@ -82,6 +82,7 @@ bad() {
 }
 
 P=("$RINGTRAIN" predict --model "$D/run/best.h5" --input "$D/good.h5")
+C0=("$RINGTRAIN" convert "$D/s-images-idx3-ubyte")
 bad "predict onto its model" "is an input" "${P[@]}" --output "$D/run/best.h5"
 bad "predict onto its input" "is an input" "${P[@]}" --output "$D/good.h5"
 bad "predict onto its input, other spelling" "the input '$D/good.h5'" "${P[@]}" --output "$D/run/../good.h5"
@@ -105,6 +106,11 @@ else
   echo "SKIP: character device cases (mknod not permitted here)"
 fi
 
+# A run directory's files are its training's alone, inputs of the command or not.
+bad "predict onto a run's best.h5 (not its model)" "one of the files of the ringtrain run" \
+  "$RINGTRAIN" predict --model "$D/run/final.h5" --input "$D/good.h5" --output "$D/run/best.h5"
+bad "plot onto a run's run.lock" "one of the files of the ringtrain run" "$RINGTRAIN" plot "$D/run" --output "$D/run/run.lock"
+bad "convert into a run's checkpoints/" "one of the files of the ringtrain run" "${C0[@]}" "$D/run/checkpoints/new.h5"
 bad "plot onto best.h5" "is an input" "$RINGTRAIN" plot "$D/run" --output "$D/run/best.h5"
 bad "plot onto metrics.jsonl" "is an input" "$RINGTRAIN" plot "$D/run" --output "$D/run/metrics.jsonl"
 bad "plot onto a checkpoint" "is an input" "$RINGTRAIN" plot "$D/run" --output "$ckpt"
@@ -130,6 +136,33 @@ bad "convert into a missing folder" "does not exist" "${C[@]}" "$D/none/x.h5"
 bad "convert from a FIFO (no hang)" "not a regular file" "$RINGTRAIN" convert "$D/fifo-images-idx3-ubyte" "$WORK/x.h5"
 bad "evaluate on a FIFO (no hang)" "not a regular file" \
   "$RINGTRAIN" evaluate --model "$D/run/best.h5" --data "$D/fifo-images-idx3-ubyte"
+# Inputs that are a FIFO (opening one waits for a writer), a device or a folder.
+bad "inspect a FIFO (no hang)" "not a regular file" "$RINGTRAIN" inspect "$D/fifo"
+bad "evaluate --model a FIFO (no hang)" "not a regular file" "$RINGTRAIN" evaluate --model "$D/fifo" --data "$D/good.h5"
+bad "predict --input a FIFO (no hang)" "not a regular file" "${P[@]/$D\/good.h5/$D/fifo}" --output "$WORK/p.h5"
+bad "plot --bench a FIFO (no hang)" "is a FIFO" "$RINGTRAIN" plot --bench "$D/fifo" --output "$WORK/b.png"
+bad "train --resume a FIFO (no hang)" "not a regular file" \
+  "$RINGTRAIN" train --data.train="$D/good.h5" --resume="$D/fifo" --run.dir="$WORK/rf" --run.progress=false
+bad "train --config a named FIFO (no hang)" "is a named FIFO" \
+  "$RINGTRAIN" train --config "$D/fifo" --data.train="$D/good.h5" --run.dir="$WORK/cf" --run.progress=false
+bad "train --config /dev/zero (endless)" "'/dev/zero' is a device" \
+  "$RINGTRAIN" train --config /dev/zero --data.train="$D/good.h5" --run.dir="$WORK/cz" --run.progress=false
+bad "train --config a folder" "is a directory" \
+  "$RINGTRAIN" train --config "$D/adir" --data.train="$D/good.h5" --run.dir="$WORK/cd" --run.progress=false
+head -c $((17 << 20)) /dev/zero | tr '\0' '#' >"$WORK/huge.ini"
+bad "train --config of 17 MiB" "larger than 16 MiB" \
+  "$RINGTRAIN" train --config "$WORK/huge.ini" --data.train="$D/good.h5" --run.dir="$WORK/ch" --run.progress=false
+# A record nested 200,000 deep inside events.jsonl (nlohmann's printer
+# recurses per level: SIGSEGV before) is refused as not JSON.
+cp -a "$D/run" "$WORK/deep"
+"$PY" - "$WORK/deep/events.jsonl" <<'PY'
+import sys
+lines = open(sys.argv[1]).read().splitlines()
+lines.insert(1, '{"event":' + '{"a":' * 200000 + '1' + '}' * 200000 + '}')
+open(sys.argv[1], "w").write("\n".join(lines) + "\n")
+PY
+bad "report on a record nested 200,000 deep" "line 2 is not a JSON object" "$RINGTRAIN" report "$WORK/deep"
+bad "plot on a record nested 200,000 deep" "line 2 is not a JSON object" "$RINGTRAIN" plot "$WORK/deep" --output "$WORK/deep.png"
 if [ -n "$chardev" ]; then
   bad "convert onto a character device" "is a character device" "${C[@]}" "$chardev"
   [ -c "$chardev" ] && pass "the character device is still one" || fail "the character device was replaced"
@@ -146,6 +179,10 @@ ok() {  # NAME COMMAND...: exit 0
 }
 ok "predict writes an output" "${P[@]}" --output "$WORK/p.h5"
 ok "predict replaces its own output" "${P[@]}" --output "$WORK/p.h5"
+ok "predict writes a file of another name into a run directory" "${P[@]}" --output "$D/run/predictions.h5"
+printf '[train]\nepochs = 1\n' >"$WORK/pipe.ini"
+ok "train --config from a pipe (process substitution)" "$RINGTRAIN" train --config <(cat "$WORK/pipe.ini") \
+  --data.train="$D/good.h5" --run.dir="$WORK/piperun" --run.progress=false
 if command -v gnuplot >/dev/null; then
   ok "plot draws into the run directory" "$RINGTRAIN" plot "$D/run" --output "$D/run/curves.png"
   ok "plot replaces its own picture" "$RINGTRAIN" plot "$D/run" --output "$D/run/curves.png"

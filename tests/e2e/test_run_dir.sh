@@ -167,12 +167,19 @@ rt 2 early train "${BASE[@]}" $E3 --run.dir="$R/early" --resume=auto
 
 # --resume auto where a launch of the same settings got as far as an
 # evaluation (metrics.jsonl, best.h5) but not a checkpoint, as when a job is
-# pre-empted early: it starts over, and ends as an uninterrupted run would.
-# With other settings the same directory is refused, every file unchanged.
+# killed between its first best.h5 and the checkpoint after it: it starts
+# over, and ends as an uninterrupted run would. The state is made by a run
+# that keeps no checkpoint, its config.ini then saying it kept 2 (as the
+# killed launch's would). With other settings, or a launch that keeps no
+# checkpoints (it may have trained for days), it is refused, files unchanged.
 prepare "$R/evalonly" 2 --train.stop_after_steps=25 --checkpoint.keep_last=0 || true
+cp -a "$R/evalonly" "$R/evalonly_keep0"
+sed -i 's/^keep_last = 0$/keep_last = 2/' "$R/evalonly/config.ini"
 cp -a "$R/evalonly" "$R/evalonly_other"
 refused "resume auto, no checkpoint, other settings" 2 "it has other settings" "$R/evalonly_other" \
   train "${BASE[@]}" $E3 --run.dir="$R/evalonly_other" --resume=auto --optim.lr=0.3
+refused "resume auto over a launch that keeps no checkpoints" 2 "checkpoint.keep_last=0" "$R/evalonly_keep0" \
+  train "${BASE[@]}" $E3 --run.dir="$R/evalonly_keep0" --resume=auto --checkpoint.keep_last=0 --train.stop_after_steps=5
 rt 2 evalonly train "${BASE[@]}" $E3 --run.dir="$R/evalonly" --resume=auto
 rt 2 evalref train "${BASE[@]}" $E3 --run.dir="$R/evalref"
 # metrics.jsonl without its clock fields
@@ -187,6 +194,29 @@ if [ "$(codes evalonly)" = "0 0 " ] && grep -q "stopped before its first checkpo
 else
   fail "resume auto over an evaluated launch: $(codes evalonly)"; cat "$WORK/out_evalonly" "$WORK/err_evalonly" >&2
 fi
+
+# A checkpoint whose name says another step than it holds (copied or
+# renamed): the newest is chosen by name, so resuming it would set newer
+# checkpoints aside for an older state. Refused, every file unchanged.
+prepare "$R/named" 2 --train.stop_after_steps=40 || true
+first=$(ls "$R/named/checkpoints" | sort -t- -k2 -n | head -1)
+cp "$R/named/checkpoints/$first" "$R/named/checkpoints/ckpt-999.h5"
+refused "a checkpoint named for another step" 2 "not the 999 its name says" "$R/named" \
+  train "${BASE[@]}" $E3 --run.dir="$R/named" --resume=auto
+
+# run.lock that is another name of a data file, or a data file called
+# run.lock: ringtrain writes its name into the lock file, so both are refused
+# before that (before: the data file held "pid ... on ..." afterwards).
+mkdir -p "$R/lockdata" "$R/lockname"
+cp "$D/data.h5" "$R/lockdata/x.h5" && ln "$R/lockdata/x.h5" "$R/lockdata/run.lock"
+refused "run.lock is a hard link of the data file" 2 "has other names (a hard link)" "$R/lockdata" \
+  train "${BASE[@]/--data.train=*/--data.train=$R/lockdata/x.h5}" $E3 --run.dir="$R/lockdata"
+cp "$D/data.h5" "$R/lockname/run.lock"
+sum=$(sha256sum <"$R/lockname/run.lock")
+refused "the data file is the run's run.lock" 2 "is not a lock file of ringtrain's" "$R/lockname" \
+  train "${BASE[@]/--data.train=*/--data.train=$R/lockname/run.lock}" $E3 --run.dir="$R/lockname"
+[ "$(sha256sum <"$R/lockname/run.lock")" = "$sum" ] && pass "the data file called run.lock is unchanged" \
+  || fail "the data file called run.lock was written"
 
 # Resuming with --config <run>/config.ini (the copy ringtrain wrote) is fine
 # and leaves it as it is.

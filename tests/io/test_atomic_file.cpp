@@ -181,6 +181,29 @@ TEST_CASE("check_output: special files, missing folders, read-only files and emp
   CHECK(fs::is_symlink(dir.file("null")));
 }
 
+TEST_CASE("check_output: the files of a run directory are train's alone; curves.png and other names are fine") {
+  test::TempDir dir;
+  const std::string run = dir.file("run");
+  fs::create_directories(run + "/checkpoints");
+  const auto refused = [&](const std::string& out) {
+    CAPTURE(out);
+    CHECK_THROWS_WITH_AS(check_output(out, {}, "cmd"), doctest::Contains("one of the files of the ringtrain run"),
+                         UsageError);
+  };
+  // Before a run.lock is there the folder is no run directory.
+  CHECK_NOTHROW(check_output(run + "/best.h5", {}, "cmd"));
+  write_file_atomic(run + "/run.lock", "pid 1 on host\n");
+  for (const char* name : {"run.lock", "best.h5", "best-step30.h5", "metrics.jsonl", "events.jsonl", "config.ini",
+                           "manifest.json", "final.h5.tmp", "checkpoints/ckpt-5.h5", "checkpoints/other.h5",
+                           "./checkpoints/../best.h5"})
+    refused(run + "/" + name);
+  CHECK_NOTHROW(check_output(run + "/curves.png", {}, "cmd"));
+  CHECK_NOTHROW(check_output(run + "/predictions.h5", {}, "cmd"));
+  CHECK(is_run_dir_name("best-step7.h5.tmp"));
+  CHECK_FALSE(is_run_dir_name("run.lock"));
+  CHECK_FALSE(is_run_dir_name("best-step.h5"));
+}
+
 // ---- temporaries removed on a signal ----------------------------------------------
 
 TEST_CASE("a signal ends the process as it would have, after removing the live temporaries") {

@@ -229,6 +229,11 @@ TEST_CASE("plan: evals beyond total_steps is a UsageError") {
   check_rejects("", "train.evals", 10);
   CHECK_THROWS_AS(TrainingPlan::make(10, 2, 4, 3, "2.5x", 9, 0, 0), UsageError);  // 8 steps
   CHECK_NOTHROW(TrainingPlan::make(10, 2, 4, 3, "2.5x", 8, 0, 0));
+  // A plan long enough for any count still takes at most kMaxEvals points
+  // (2^31 - 1 of them asked for 17 GB).
+  CHECK_THROWS_WITH_AS(TrainingPlan::make(10, 2, 4, 2147483647, "", 2147483647, 0, 0),
+                       doctest::Contains("train.evals: 2147483647 evaluation points: at most 1000000"), UsageError);
+  CHECK_NOTHROW(TrainingPlan::make(10, 2, 4, 2000000, "", TrainingPlan::kMaxEvals, 0, 0));
 }
 
 TEST_CASE("plan: eval.every_steps overrides virtual epochs; train.max_steps caps the run") {

@@ -53,6 +53,29 @@ TEST_CASE("run dir lock: a symlink, a FIFO or a file where the directory belongs
                        UsageError);
 }
 
+TEST_CASE("run dir lock: a run.lock that is a hard link or not a lock file is refused, left as it was") {
+  TempDir tmp;
+  std::filesystem::create_directories(tmp.file("h"));
+  run_dir_touch(tmp.file("data.h5"), "precious");
+  std::filesystem::create_hard_link(tmp.file("data.h5"), tmp.file("h/run.lock"));
+  CHECK_THROWS_WITH_AS(RunDirLock(tmp.file("h"), nullptr), doctest::Contains("hard link"), UsageError);
+  std::filesystem::create_directories(tmp.file("n"));
+  run_dir_touch(tmp.file("n/run.lock"), "my notes, not a lock");
+  CHECK_THROWS_WITH_AS(RunDirLock(tmp.file("n"), nullptr), doctest::Contains("not a lock file of ringtrain's"),
+                       UsageError);
+  for (const char* f : {"data.h5", "n/run.lock"}) {
+    std::ifstream in(tmp.file(f));
+    std::string text;
+    std::getline(in, text);
+    CHECK(text == (f[0] == 'd' ? "precious" : "my notes, not a lock"));
+  }
+  // An empty one (a job killed as it started) and an old lock are taken over.
+  std::filesystem::create_directories(tmp.file("e"));
+  run_dir_touch(tmp.file("e/run.lock"), "");
+  CHECK_NOTHROW(RunDirLock(tmp.file("e"), nullptr));
+  CHECK_NOTHROW(RunDirLock(tmp.file("e"), nullptr));
+}
+
 TEST_CASE("run dir contents: ringtrain's names only; what is worth keeping") {
   TempDir tmp;
   const std::string d = tmp.path();

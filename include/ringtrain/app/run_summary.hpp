@@ -22,6 +22,15 @@
 
 namespace ringtrain {
 
+// nlohmann's serializer and comparisons recurse once per level: a record
+// nested 200,000 deep overflows the stack when printed. Texts nested deeper
+// than this are treated as not parsing.
+constexpr int kMaxJsonDepth = 64;
+// Parses a JSON text; is_discarded() when it does not parse or nests deeper
+// than kMaxJsonDepth.
+nlohmann::ordered_json parse_json_shallow(const std::string& text);
+nlohmann::ordered_json parse_json_shallow(std::istream& in);
+
 struct RunSummary {
   std::string dir;
   std::map<std::string, std::string> config;   // "train.batch_per_rank" -> "64"; top-level keys bare ("task")

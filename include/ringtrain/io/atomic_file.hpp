@@ -69,7 +69,21 @@ class AtomicFile {
 // count) as one of `inputs`, or whose temporary (output + ".tmp") is one of
 // them. Call it before reading anything: a command that cannot end well
 // should not start.
+// It also refuses one of the files of a ringtrain run (is_run_dir_name, and
+// run.lock) in a run directory (a folder holding run.lock) or anything in its
+// checkpoints/: only `train` writes there. curves.png, which `plot` draws
+// into the run directory for run_mpi.sh, is allowed.
 void check_output(const std::string& output, const std::vector<std::string>& inputs, const char* what);
+
+// UsageError "<what>: '<path>' ..." unless `path` names a regular file
+// (links followed): missing, a directory, a FIFO (opening one waits for a
+// writer), a device or a socket. Call it before opening an input.
+void require_regular_input(const std::string& path, const std::string& what);
+
+// True for the names `train` writes into a run directory (config.ini,
+// metrics.jsonl, best.h5, best-step<N>.h5, checkpoints, ...) and their
+// ".tmp" temporaries; not run.lock.
+bool is_run_dir_name(const std::string& name);
 
 // Two names of one file: the same device and inode when both exist (links
 // followed), the same absolute path when neither does (two outputs).

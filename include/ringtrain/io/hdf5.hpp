@@ -62,6 +62,9 @@ H5Handle h5_check(hid_t id, H5Handle::Closer closer, const std::string& context)
 // Throws RuntimeError when status < 0.
 void h5_check(herr_t status, const std::string& context);
 
+// UsageError naming the path if it is missing or not an HDF5 file (looks for
+// the signature only: nothing of the file is decoded).
+void h5_require_hdf5(const std::string& path);
 // Opens an existing HDF5 file read-only; UsageError naming the path if it is
 // missing or not an HDF5 file.
 H5Handle h5_open_read(const std::string& path);

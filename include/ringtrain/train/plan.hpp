@@ -21,6 +21,7 @@
 namespace ringtrain {
 
 struct TrainingPlan {
+  static constexpr int64_t kMaxEvals = 1000000;  // train.evals (eval_points is held all run)
   int64_t pass_examples = 1;   // P
   int64_t steps_per_pass = 1;  // ceil(rows_per_rank / b), b the rows per rank per step
   int64_t global_batch = 1;    // B (micro-batches included)
