@@ -166,8 +166,11 @@ constexpr int64_t kMaxInt = INT32_MAX;
 double to_double(const Values& vals, const std::string& key) {
   const std::string& v = vals.at(key);
   char* end = nullptr;
-  const double x = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end != '\0' || !std::isfinite(x)) bad_value(key, v, "a finite number");
+  // Decimal only: strtod also takes hexadecimal ("0x10" is 16) and
+  // leading spaces, which no one means in a config file.
+  const bool decimal = !v.empty() && v.find_first_not_of("0123456789+-.eE") == std::string::npos;
+  const double x = decimal ? std::strtod(v.c_str(), &end) : 0.0;
+  if (!decimal || *end != '\0' || !std::isfinite(x)) bad_value(key, v, "a finite number");
   return x;
 }
 

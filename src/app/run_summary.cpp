@@ -100,16 +100,23 @@ std::string attr_string(const Attrs& a, const std::string& key) {
   return s ? *s : "";
 }
 
+// A record in a message, cut short: a line may be megabytes long.
+std::string brief(const Json& e) {
+  std::string text = e.dump();
+  if (text.size() > 200) text = text.substr(0, 200) + "...";
+  return text;
+}
+
 // The fields plot and report read must have the type the trainer writes: a
 // hand-edited or foreign file is a usage error naming the field, not a crash.
 void check_event(const Json& e, const std::string& path) {
   if (!e.contains("event") || !e["event"].is_string())
-    throw UsageError(str_cat(path, ": a record without \"event\": ", e.dump()));
+    throw UsageError(str_cat(path, ": a record without \"event\": ", brief(e)));
   const auto expect = [&](std::initializer_list<const char*> keys, bool (Json::*is)() const noexcept,
                           const char* what) {
     for (const char* k : keys)
       if (e.contains(k) && !(e[k].*is)())
-        throw UsageError(str_cat(path, ": \"", k, "\" is not ", what, " in ", e.dump()));
+        throw UsageError(str_cat(path, ": \"", k, "\" is not ", what, " in ", brief(e)));
   };
   // Every record plot and report use says where it happened; an end says why.
   const std::string name = e["event"].get<std::string>();
@@ -117,9 +124,16 @@ void check_event(const Json& e, const std::string& path) {
   if (name == "start" || name == "checkpoint" || name == "end") required = {"step", "examples_seen"};
   if (name == "end") required.push_back("reason");
   for (const char* k : required)
-    if (!e.contains(k)) throw UsageError(str_cat(path, ": a \"", name, "\" record without \"", k, "\": ", e.dump()));
+    if (!e.contains(k)) throw UsageError(str_cat(path, ": a \"", name, "\" record without \"", k, "\": ", brief(e)));
   expect({"step", "examples_seen", "world_size", "batch_per_rank", "accumulate", "global_batch", "pass_examples"},
          &Json::is_number_integer, "an integer");
+  // Counts the trainer writes: the ones it divides by are at least 1.
+  for (const char* k : {"step", "examples_seen"})
+    if (e.contains(k) && e[k].get<int64_t>() < 0)
+      throw UsageError(str_cat(path, ": \"", k, "\" is negative in ", brief(e)));
+  for (const char* k : {"world_size", "batch_per_rank", "accumulate", "global_batch", "pass_examples"})
+    if (e.contains(k) && e[k].get<int64_t>() < 1)
+      throw UsageError(str_cat(path, ": \"", k, "\" is not a positive count in ", brief(e)));
   expect({"reason", "message", "monitor", "mode", "algorithm", "path", "resumed_from"}, &Json::is_string, "a string");
   expect({"wall_s", "train_s", "comm_s", "samples_per_s", "trained_examples", "base_lr", "effective_lr", "epoch"},
          &Json::is_number, "a number");
@@ -142,7 +156,7 @@ RunSummary load_run(const std::string& dir) {
   for (const Json& e : r.evals)
     if (!e.contains("step") || !e["step"].is_number_integer() || !e.contains("examples_seen") ||
         !e["examples_seen"].is_number_integer())
-      throw UsageError(str_cat(dir, "/metrics.jsonl: a record without step or examples_seen: ", e.dump()));
+      throw UsageError(str_cat(dir, "/metrics.jsonl: a record without step or examples_seen: ", brief(e)));
   r.events = read_jsonl(dir + "/events.jsonl");
   for (const Json& e : r.events) check_event(e, dir + "/events.jsonl");
   if (fs::exists(dir + "/best.h5", ec)) {

@@ -101,6 +101,8 @@ TEST_CASE("bad options are usage errors naming the key") {
   fails_with({"--run.dir= runs/x"}, "run.dir");
   fails_with({std::string("--optim.name=sgd\0x", 18)}, "optim.name: a value with");
   fails_with({"--data.val_fraction=1.5"}, "data.val_fraction");
+  fails_with({"--optim.lr=0x10"}, "optim.lr");  // strtod's hexadecimal: 16
+  fails_with({"--optim.lr=1e400"}, "optim.lr");
   fails_with({"--task=ranking"}, "task");
   fails_with({"--config", dir.file("missing.ini")}, "missing.ini");
   std::ofstream(dir.file("u.ini")) << "[optim]\nlearning_rate = 0.1\n";

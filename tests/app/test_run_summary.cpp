@@ -79,6 +79,20 @@ TEST_CASE("load_run: an event field missing or of the wrong type is a usage erro
   CHECK_THROWS_WITH_AS(load_run(events(R"({"event": "start", "step": 0, "examples_seen": 0, "accumulate": "2"})")),
                        doctest::Contains("\"accumulate\" is not an integer"), UsageError);
   CHECK(load_run(events(R"({"event": "start", "step": 0, "examples_seen": 0, "accumulate": 2})")).events.size() == 1);
+  // Counts out of range (report printed "world size -1").
+  CHECK_THROWS_WITH_AS(load_run(events(R"({"event": "start", "step": 0, "examples_seen": 0, "world_size": -1})")),
+                       doctest::Contains("\"world_size\" is not a positive count"), UsageError);
+  CHECK_THROWS_WITH_AS(
+      load_run(events(R"({"event": "checkpoint", "step": -9223372036854775808, "examples_seen": 0})")),
+      doctest::Contains("\"step\" is negative"), UsageError);
+  // A long record is shown cut short in the message.
+  const std::string pad(100000, 'x');
+  try {
+    load_run(events(R"({"event": "end", "step": 1, "examples_seen": 64, "pad": ")" + pad + "\"}"));
+    FAIL("no error");
+  } catch (const UsageError& e) {
+    CHECK(std::string(e.what()).size() < 400);
+  }
 }
 
 TEST_CASE("load_run: metric names that are not plain names are left out of the columns") {
