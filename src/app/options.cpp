@@ -2,6 +2,7 @@
 #include "ringtrain/app/options.hpp"
 
 #include <boost/program_options.hpp>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -22,23 +24,48 @@ namespace po = boost::program_options;
 
 namespace {
 
-// A config file is a regular file, or a pipe (--config <(...)): /dev/fd/N
-// links to "pipe:[...]". A directory, a device (/dev/zero: endless) or a
-// named FIFO (waits for a writer that may never come) is refused.
+// A config file is a regular file, or a pipe (--config <(...), or
+// /dev/stdin fed by one). A directory, a device (/dev/zero: endless) or a
+// named FIFO (waits for a writer that may never come) is refused. Opened
+// once, non-blocking, and judged by what was opened (fstat), so nothing can
+// be swapped in between; then read whole, up to kMaxConfigBytes.
 constexpr std::size_t kMaxConfigBytes = std::size_t(16) << 20;
 
-void check_config_file(const std::string& path) {
+std::string read_config_text(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) throw UsageError(str_cat("--config: cannot read '", path, "'"));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) throw UsageError(str_cat("--config: cannot read '", path, "'"));
-  if (S_ISREG(st.st_mode)) return;
+  if (::fstat(fd, &st) != 0) throw UsageError(str_cat("--config: cannot read '", path, "'"));
   if (S_ISFIFO(st.st_mode)) {
+    // An anonymous pipe shows as "pipe:[inode]" under /proc/self/fd; a
+    // named FIFO as its path.
     char target[64] = {};
-    const ssize_t n = ::readlink(path.c_str(), target, sizeof target - 1);
-    if (n > 5 && std::string(target, std::size_t(n)).rfind("pipe:", 0) == 0) return;
-    throw UsageError(str_cat("--config: '", path, "' is a named FIFO: give the settings in a regular file"));
+    const std::string self = str_cat("/proc/self/fd/", fd);
+    const ssize_t n = ::readlink(self.c_str(), target, sizeof target - 1);
+    if (n <= 5 || std::string(target, std::size_t(n)).rfind("pipe:", 0) != 0)
+      throw UsageError(str_cat("--config: '", path, "' is a named FIFO: give the settings in a regular file"));
+  } else if (!S_ISREG(st.st_mode)) {
+    throw UsageError(str_cat("--config: '", path, "' is ",
+                             S_ISDIR(st.st_mode) ? "a directory" : "a device or socket", ", not a config file"));
   }
-  throw UsageError(str_cat("--config: '", path, "' is ", S_ISDIR(st.st_mode) ? "a directory" : "a device or socket",
-                           ", not a config file"));
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);  // a pipe's writer may be slower than us
+  std::string text;
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t got = ::read(fd, buf, sizeof buf);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) throw UsageError(str_cat("--config: cannot read '", path, "': ", std::strerror(errno)));
+    if (got == 0) break;
+    text.append(buf, std::size_t(got));
+    if (text.size() > kMaxConfigBytes)
+      throw UsageError(str_cat("--config: '", path, "' is larger than ", kMaxConfigBytes >> 20,
+                               " MiB: not a config file"));
+  }
+  return text;
 }
 
 struct OptionDef {
@@ -395,17 +422,9 @@ ParsedTrainArgs parse_train_args(const std::vector<std::string>& args) {
     }
     if (vm.count("config")) {
       const std::string path = vm["config"].as<std::string>();
-      check_config_file(path);
-      std::ifstream in(path);
-      if (!in) throw UsageError(str_cat("--config: cannot read '", path, "'"));
-      // Read whole (it may be a pipe), without the UTF-8 byte-order mark
-      // that some editors put first: it is not part of the first line.
-      std::string text(kMaxConfigBytes + 1, '\0');
-      in.read(text.data(), std::streamsize(text.size()));
-      text.resize(std::size_t(in.gcount()));
-      if (text.size() > kMaxConfigBytes)
-        throw UsageError(str_cat("--config: '", path, "' is larger than ", kMaxConfigBytes >> 20,
-                                 " MiB: not a config file"));
+      // Without the UTF-8 byte-order mark that some editors put first: it
+      // is not part of the first line.
+      std::string text = read_config_text(path);
       if (text.rfind("\xEF\xBB\xBF", 0) == 0) text.erase(0, 3);
       std::istringstream body(text);
       po::store(po::parse_config_file(body, train, /*allow_unregistered=*/false), vm);

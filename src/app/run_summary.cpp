@@ -128,11 +128,12 @@ void check_event(const Json& e, const std::string& path) {
   expect({"step", "examples_seen", "world_size", "batch_per_rank", "accumulate", "global_batch", "pass_examples"},
          &Json::is_number_integer, "an integer");
   // Counts the trainer writes: the ones it divides by are at least 1.
+  // (nlohmann keeps a non-negative integer as unsigned: no wrap-around.)
   for (const char* k : {"step", "examples_seen"})
-    if (e.contains(k) && e[k].get<int64_t>() < 0)
+    if (e.contains(k) && !e[k].is_number_unsigned())
       throw UsageError(str_cat(path, ": \"", k, "\" is negative in ", brief(e)));
   for (const char* k : {"world_size", "batch_per_rank", "accumulate", "global_batch", "pass_examples"})
-    if (e.contains(k) && e[k].get<int64_t>() < 1)
+    if (e.contains(k) && (!e[k].is_number_unsigned() || e[k].get<uint64_t>() < 1))
       throw UsageError(str_cat(path, ": \"", k, "\" is not a positive count in ", brief(e)));
   expect({"reason", "message", "monitor", "mode", "algorithm", "path", "resumed_from"}, &Json::is_string, "a string");
   expect({"wall_s", "train_s", "comm_s", "samples_per_s", "trained_examples", "base_lr", "effective_lr", "epoch"},

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <regex>
 
 #include "ringtrain/util/error.hpp"
@@ -69,9 +70,11 @@ bool lstat_path(const std::string& path, struct stat& st, const std::string& pre
 }
 
 // RuntimeError unless `path` is absent or a regular file (not a link to one).
-// The guard of the write itself: the commands check their outputs before they
-// start (check_output, inspect_run_dir: UsageError, exit 2), so a path that
-// fails here changed while the command ran (a runtime failure, exit 3).
+// The guard of the write itself, a runtime failure (exit 3): the commands
+// check their outputs and a run directory's entries before they start
+// (check_output, inspect_run_dir: UsageError, exit 2), so what fails here
+// changed while the command ran, or is a name those checks do not look at
+// ahead (a checkpoint's, inside checkpoints/).
 void require_regular_or_absent(const std::string& path, const std::string& remedy) {
   struct stat st;
   if (lstat_path(path, st, "") && !S_ISREG(st.st_mode))
@@ -207,9 +210,14 @@ std::string base_name(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
+// A run directory: its lock, or (a copy without it) the config.ini that
+// `train` writes, recognised by its first line (RunLog::kConfigMarker).
 bool holds_run_lock(const std::string& folder) {
   struct stat st;
-  return ::lstat((folder + "/run.lock").c_str(), &st) == 0;
+  if (::lstat((folder + "/run.lock").c_str(), &st) == 0) return true;
+  std::ifstream in(folder + "/config.ini");
+  std::string first;
+  return std::getline(in, first) && first.rfind("# ringtrain effective configuration", 0) == 0;
 }
 
 // The run directory `output` would write into ringtrain's files of, or "".

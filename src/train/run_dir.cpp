@@ -12,6 +12,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "ringtrain/io/atomic_file.hpp"
 #include "ringtrain/util/error.hpp"
 #include "ringtrain/util/timer.hpp"
@@ -81,16 +83,16 @@ RunDirLock::RunDirLock(const std::string& dir, std::string* warning) {
   }
   // The holder's name is written into the file: never into a file that is
   // another name of a user's file (a hard link), nor over one that is not a
-  // lock file of ringtrain's (a data file called run.lock).
-  const std::string found = read_holder(fd_);
-  if (st.st_nlink > 1 || (st.st_size > 0 && found.rfind("pid ", 0) != 0)) {
+  // lock file of ringtrain's (a data file called run.lock; its content is
+  // read once the lock is held, when no holder can be rewriting it).
+  const auto refuse_foreign = [&](const char* what) {
     ::close(fd_);
     fd_ = -1;
-    throw UsageError(str_cat("run.dir: ", path,
-                             st.st_nlink > 1 ? " has other names (a hard link)" : " is not a lock file of ringtrain's",
+    throw UsageError(str_cat("run.dir: ", path, what,
                              ": ringtrain keeps its lock there and writes into it; move that file, or choose "
                              "another run.dir"));
-  }
+  };
+  if (st.st_nlink > 1) refuse_foreign(" has other names (a hard link)");
   struct flock lk {};
   lk.l_type = F_WRLCK;
   lk.l_whence = SEEK_SET;
@@ -112,6 +114,8 @@ RunDirLock::RunDirLock(const std::string& dir, std::string* warning) {
                          "): nothing stops a second job from writing there at the same time");
     return;
   }
+  const std::string found = read_holder(fd_);
+  if (!found.empty() && found.rfind("pid ", 0) != 0) refuse_foreign(" is not a lock file of ringtrain's");
   const std::string me = holder_text();
   if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, me.data(), me.size(), 0) != ssize_t(me.size())) {
     // The lock holds either way; only the holder's description is missing.
@@ -120,6 +124,22 @@ RunDirLock::RunDirLock(const std::string& dir, std::string* warning) {
 
 RunDirLock::~RunDirLock() {
   if (fd_ >= 0) ::close(fd_);
+}
+
+LaunchRecords read_launch_records(const std::string& events_path) {
+  LaunchRecords r;
+  std::ifstream in(events_path);
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("event") || !j["event"].is_string()) continue;
+    const std::string event = j["event"].get<std::string>();
+    if (event == "checkpoint") r.checkpointed = true;
+    if (event == "end") r.ended = true;
+    if (event == "start" && j.contains("world_size") && j["world_size"].is_number_integer())
+      r.last_world_size = j["world_size"].get<int64_t>();
+  }
+  return r;
 }
 
 std::string RunDirContents::list(std::size_t max) const {
@@ -142,6 +162,13 @@ RunDirContents inspect_run_dir(const std::string& dir) {
                                fs::is_symlink(st) ? "a symlink" : want_dir ? "not a directory" : "not a regular file",
                                ": ringtrain writes and deletes its files there and never through links; "
                                "choose another run.dir"));
+    // The logs are appended to in place: through a second name (a copy made
+    // with cp -al) the lines would land in the other run's file too.
+    struct stat lst {};
+    if ((name == "metrics.jsonl" || name == "events.jsonl") && ::lstat(e.path().c_str(), &lst) == 0 &&
+        lst.st_nlink > 1)
+      throw UsageError(str_cat("run.dir: ", e.path().string(), " has other names (a hard link): ringtrain appends ",
+                               "to it in place; copy the run directory without hard links"));
     c.run_files.push_back(want_dir ? name + "/" : name);
     const bool harmless = (name == "config.ini" && begins_with(e.path().string(), "# ringtrain effective")) ||
                           (name == "events.jsonl" && !has_checkpoint_event(e.path().string())) ||

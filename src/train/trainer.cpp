@@ -71,6 +71,11 @@ Trainer::Trainer(TrainConfig cfg, Communicator& comm)
     apply_freeze();
     if (!cfg_.init_from.empty()) init_from_file();
     if (cfg_.resume != "none" && comm_.rank() == 0) find_resume_point();
+  });
+  // The first write, in a phase of its own: run_collectively agrees only
+  // after each rank's lambda, so in the phase above rank 0 would write while
+  // another rank's checks may still fail.
+  run_collectively(comm_, [&] {
     log_.begin(cfg_.effective_ini, cfg_.config_path, cfg_.resume != "none" && resume_ == nullptr);
   });
   // Identical replicas: rank 0's initial parameters everywhere.

@@ -286,22 +286,37 @@ void Trainer::find_resume_point() {
 
 std::string Trainer::why_not_restart(const RunDirContents& found) const {
   if (!RunFiles::list_checkpoints(cfg_.run_dir).empty()) return "its checkpoints are unreadable or incompatible";
-  for (const char* done : {"final.h5", "test_metrics.json"})
-    if (std::find(found.run_files.begin(), found.run_files.end(), done) != found.run_files.end())
-      return str_cat("it finished: ", done);
+  // A checkpoint is written before the best.h5 of the same evaluation, so a
+  // launch killed before its first checkpoint has no best model yet: a
+  // best.h5 without a checkpoint means the checkpoints were deleted.
+  for (const std::string& name : found.run_files)
+    if (name == "final.h5" || name == "test_metrics.json" || name == "best.h5" || name.rfind("best-step", 0) == 0)
+      return str_cat("it has ", name);
+  const LaunchRecords records = read_launch_records(cfg_.run_dir + "/events.jsonl");
+  if (records.checkpointed) return "events.jsonl records checkpoints that are gone";
+  if (records.ended) return "events.jsonl records that it ended";
+  if (records.last_world_size >= 0 && records.last_world_size != comm_.size())
+    return str_cat("it ran on ", records.last_world_size, " ranks");
   const std::string recorded = cfg_.run_dir + "/config.ini";
   if (!RunLog::begins_with_marker(recorded)) return "no config.ini of ringtrain's records its settings";
   std::ifstream in(recorded);
   std::stringstream text;
   text << in.rdbuf();
-  if (filtered_config(text.str()) != filtered_config(cfg_.effective_ini)) return "it has other settings";
-  // A launch that checkpoints at every evaluation lacks one only if it was
-  // stopped within its first interval; one that keeps none may have trained
-  // for days, and a restart stopped early would replace its best.h5.
-  const auto recorded_values = ini_values(text.str());
-  const auto keep = recorded_values.find("checkpoint.keep_last");
-  if (keep != recorded_values.end() && keep->second == "0")
-    return "it keeps no checkpoints (checkpoint.keep_last=0): its best.h5 and metrics are all there is of it";
+  // Every setting that can change a result, those a resume may change
+  // included: the restart must compute the same records again.
+  static const std::set<std::string> kNoEffect = {
+      "resume", "run.dir", "run.progress", "run.trace", "run.profile", "train.stop_after_steps",
+      "checkpoint.every_steps", "checkpoint.every_seconds", "checkpoint.keep_last", "comm.timeout_seconds",
+      "train.requeue"};
+  auto theirs = ini_values(text.str()), mine = ini_values(cfg_.effective_ini);
+  for (auto* values : {&theirs, &mine})
+    for (const std::string& k : kNoEffect) values->erase(k);
+  if (theirs != mine) {
+    for (const auto& [k, v] : mine)
+      if (!theirs.count(k) || theirs.at(k) != v)
+        return str_cat("it has other settings: ", k, " (", theirs.count(k) ? theirs.at(k) : "(unset)", " -> ", v, ")");
+    return "it has other settings";
+  }
   return "";
 }
 

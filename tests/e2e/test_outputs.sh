@@ -183,6 +183,8 @@ ok "predict writes a file of another name into a run directory" "${P[@]}" --outp
 printf '[train]\nepochs = 1\n' >"$WORK/pipe.ini"
 ok "train --config from a pipe (process substitution)" "$RINGTRAIN" train --config <(cat "$WORK/pipe.ini") \
   --data.train="$D/good.h5" --run.dir="$WORK/piperun" --run.progress=false
+ok "train --config /dev/stdin fed by a pipe" bash -c 'cat "$1" | "$2" train --config /dev/stdin --data.train="$3" \
+  --run.dir="$4" --run.progress=false' _ "$WORK/pipe.ini" "$RINGTRAIN" "$D/good.h5" "$WORK/stdinrun"
 if command -v gnuplot >/dev/null; then
   ok "plot draws into the run directory" "$RINGTRAIN" plot "$D/run" --output "$D/run/curves.png"
   ok "plot replaces its own picture" "$RINGTRAIN" plot "$D/run" --output "$D/run/curves.png"

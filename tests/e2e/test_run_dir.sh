@@ -166,20 +166,31 @@ rt 2 early train "${BASE[@]}" $E3 --run.dir="$R/early" --resume=auto
   || { fail "resume auto over an unfinished launch: $(codes early)"; cat "$WORK/err_early" >&2; }
 
 # --resume auto where a launch of the same settings got as far as an
-# evaluation (metrics.jsonl, best.h5) but not a checkpoint, as when a job is
-# killed between its first best.h5 and the checkpoint after it: it starts
-# over, and ends as an uninterrupted run would. The state is made by a run
-# that keeps no checkpoint, its config.ini then saying it kept 2 (as the
-# killed launch's would). With other settings, or a launch that keeps no
-# checkpoints (it may have trained for days), it is refused, files unchanged.
+# evaluation (metrics.jsonl) but not its first checkpoint, as when a job is
+# killed between the two (the checkpoint is written before best.h5): it
+# starts over, and ends as an uninterrupted run would. The state is made from
+# a run stopped after its first evaluation that kept no checkpoint: its
+# best.h5, manifest and "end" record removed, its config.ini saying it kept 2.
+# Refused, files unchanged: other settings (one a resume may change too),
+# another world size, a best.h5 (its checkpoints were deleted), an "end".
 prepare "$R/evalonly" 2 --train.stop_after_steps=25 --checkpoint.keep_last=0 || true
-cp -a "$R/evalonly" "$R/evalonly_keep0"
+cp -a "$R/evalonly" "$R/evalonly_best"
+rm -f "$R/evalonly/best.h5" "$R/evalonly/manifest.json"
+grep -v '"event":"end"' "$R/evalonly/events.jsonl" >"$WORK/ev" && cat "$WORK/ev" >"$R/evalonly/events.jsonl"
 sed -i 's/^keep_last = 0$/keep_last = 2/' "$R/evalonly/config.ini"
-cp -a "$R/evalonly" "$R/evalonly_other"
-refused "resume auto, no checkpoint, other settings" 2 "it has other settings" "$R/evalonly_other" \
-  train "${BASE[@]}" $E3 --run.dir="$R/evalonly_other" --resume=auto --optim.lr=0.3
-refused "resume auto over a launch that keeps no checkpoints" 2 "checkpoint.keep_last=0" "$R/evalonly_keep0" \
-  train "${BASE[@]}" $E3 --run.dir="$R/evalonly_keep0" --resume=auto --checkpoint.keep_last=0 --train.stop_after_steps=5
+for c in other world batch ended; do cp -a "$R/evalonly" "$R/evalonly_$c"; done
+grep '"event":"end"' "$R/evalonly_best/events.jsonl" >>"$R/evalonly_ended/events.jsonl"
+refused "resume auto, no checkpoint, other settings" 2 "it has other settings: optim.lr (0.1 -> 0.3)" \
+  "$R/evalonly_other" train "${BASE[@]}" $E3 --run.dir="$R/evalonly_other" --resume=auto --optim.lr=0.3
+refused "resume auto, no checkpoint, other batch (resume-free key)" 2 "train.batch_per_rank (16 -> 8)" \
+  "$R/evalonly_batch" train "${BASE[@]/--train.batch_per_rank=16/--train.batch_per_rank=8}" $E3 \
+  --run.dir="$R/evalonly_batch" --resume=auto
+refused "resume auto, no checkpoint, other world size" 1 "it ran on 2 ranks" "$R/evalonly_world" \
+  train "${BASE[@]}" $E3 --run.dir="$R/evalonly_world" --resume=auto
+refused "resume auto, no checkpoint, but best.h5" 2 "it has best.h5" "$R/evalonly_best" \
+  train "${BASE[@]}" $E3 --run.dir="$R/evalonly_best" --resume=auto --checkpoint.keep_last=0 --train.stop_after_steps=5
+refused "resume auto, no checkpoint, launch ended" 2 "records that it ended" "$R/evalonly_ended" \
+  train "${BASE[@]}" $E3 --run.dir="$R/evalonly_ended" --resume=auto
 rt 2 evalonly train "${BASE[@]}" $E3 --run.dir="$R/evalonly" --resume=auto
 rt 2 evalref train "${BASE[@]}" $E3 --run.dir="$R/evalref"
 # metrics.jsonl without its clock fields

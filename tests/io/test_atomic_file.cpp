@@ -199,6 +199,11 @@ TEST_CASE("check_output: the files of a run directory are train's alone; curves.
     refused(run + "/" + name);
   CHECK_NOTHROW(check_output(run + "/curves.png", {}, "cmd"));
   CHECK_NOTHROW(check_output(run + "/predictions.h5", {}, "cmd"));
+  // A copy of a run directory without its run.lock: known by its config.ini.
+  const std::string copy = dir.file("copy");
+  fs::create_directories(copy);
+  write_file_atomic(copy + "/config.ini", "# ringtrain effective configuration\n");
+  refused(copy + "/best.h5");
   CHECK(is_run_dir_name("best-step7.h5.tmp"));
   CHECK_FALSE(is_run_dir_name("run.lock"));
   CHECK_FALSE(is_run_dir_name("best-step.h5"));

@@ -76,6 +76,16 @@ TEST_CASE("run dir lock: a run.lock that is a hard link or not a lock file is re
   CHECK_NOTHROW(RunDirLock(tmp.file("e"), nullptr));
 }
 
+TEST_CASE("run dir contents: a log that is a hard link (a cp -al copy) is refused") {
+  TempDir tmp;
+  std::filesystem::create_directories(tmp.file("orig"));
+  std::filesystem::create_directories(tmp.file("copy"));
+  run_dir_touch(tmp.file("orig/metrics.jsonl"), "{\"step\":1}\n");
+  std::filesystem::create_hard_link(tmp.file("orig/metrics.jsonl"), tmp.file("copy/metrics.jsonl"));
+  CHECK_THROWS_WITH_AS(inspect_run_dir(tmp.file("copy")), doctest::Contains("has other names (a hard link)"),
+                       UsageError);
+}
+
 TEST_CASE("run dir contents: ringtrain's names only; what is worth keeping") {
   TempDir tmp;
   const std::string d = tmp.path();

@@ -16,6 +16,7 @@
 // over the records of a launch that never got as far as a checkpoint.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,16 @@ struct RunDirContents {
   // "best.h5, checkpoints/, metrics.jsonl" (at most `max` names, then "...").
   std::string list(std::size_t max = 6) const;
 };
+
+// What the launches recorded in events.jsonl did: a checkpoint was written,
+// one ended (any reason), and the world size of the last start (-1: none).
+// Lines that do not parse are skipped (a torn last line).
+struct LaunchRecords {
+  bool checkpointed = false;
+  bool ended = false;
+  int64_t last_world_size = -1;
+};
+LaunchRecords read_launch_records(const std::string& events_path);
 
 // What `dir` holds. UsageError when one of ringtrain's names there is a
 // symlink or not the kind of entry ringtrain makes (a FIFO named best.h5, a
