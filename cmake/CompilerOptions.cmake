@@ -1,8 +1,8 @@
 # Compiler options shared by every ringtrain target, through the interface
 # library `ringtrain_options`.
 #
-# RINGTRAIN_NATIVE (default ON): -march=native. FACTS.md measured Eigen's
-#   float GEMM at 3.5x and the ring's add loop at 1.6-1.9x with it; a build
+# RINGTRAIN_NATIVE (default ON): -march=native, because Eigen's float GEMM and
+#   the ring's add loop vectorise far better with it (bench/README.md); a build
 #   meant for other machines (a cluster's login node, a container) turns it off.
 # RINGTRAIN_SANITIZE (default OFF): AddressSanitizer + UndefinedBehaviorSanitizer,
 #   with UB reports made fatal so the test suite fails on them.

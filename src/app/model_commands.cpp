@@ -101,7 +101,8 @@ Mlp load_mlp(const SavedModel& m, int batch) {
   return mlp;
 }
 
-// Metric names in the order DESIGN.md lists them; any others after.
+// Metric names in a fixed order (loss first, then the classification and the
+// regression metrics, as the README lists them); any others after.
 std::vector<std::string> metric_order(const std::map<std::string, double>& metrics) {
   std::vector<std::string> names;
   for (const char* n : {"loss", "accuracy", "error", "mcc", "macro_f1", "mse", "mae"})

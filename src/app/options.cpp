@@ -74,7 +74,7 @@ struct OptionDef {
   const char* help;
 };
 
-// The one list of training options. Keep DESIGN.md's spellings.
+// The one list of training options; the README's options table documents them.
 const OptionDef kOptions[] = {
     {"task", "classification", "classification | regression"},
     {"resume", "none", "none | auto (newest valid checkpoint of run.dir; start fresh if there is none) | "

@@ -11,7 +11,7 @@
 
 using namespace ringtrain;
 
-TEST_CASE("defaults match DESIGN.md") {
+TEST_CASE("defaults match the README's options table") {
   const TrainConfig c = parse_train_args({}).config;
   CHECK(c.batch_per_rank == 64);
   CHECK(c.ref_batch == 256);

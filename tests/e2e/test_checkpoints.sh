@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End to end, 2 ranks, on a Fashion-MNIST slice: the files of a run as h5py and
-# h5dump see them (DESIGN.md layout), best.h5 against metrics.jsonl,
+# h5dump see them (the layout of docs/ARCHITECTURE.md), best.h5 against metrics.jsonl,
 # evaluate/predict/inspect on them, --resume auto after a SIGKILL in the
 # middle of a checkpoint write (bit-identical to an uninterrupted run), a
 # refused world-size change, and the early-stop and divergence exit codes.
@@ -16,7 +16,7 @@ rt_mpirun 2 "$RINGTRAIN" train "${TRAIN[@]}" --run.dir="$run" --train.epochs=3 -
   --checkpoint.every_steps=10 --checkpoint.keep_last=3 >"$WORK/run.log" 2>&1 \
   && pass "training run exits 0" || { cat "$WORK/run.log"; fail "training run"; }
 
-"$PY" - "$run" <<'PY' && pass "h5py sees the DESIGN.md layout; best.h5 metadata = its metrics line" || fail "layout"
+"$PY" - "$run" <<'PY' && pass "h5py sees the documented layout; best.h5 metadata = its metrics line" || fail "layout"
 import glob, json, sys
 import h5py
 run = sys.argv[1]

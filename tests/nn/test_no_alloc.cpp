@@ -1,4 +1,4 @@
-// Nothing allocates in the step loop (DESIGN.md): malloc and friends are
+// Nothing allocates in the step loop (docs/ARCHITECTURE.md): malloc and friends are
 // counted (tests/support/alloc_counter) around
 // sample -> gather -> forward -> loss -> backward -> step.
 #include <doctest/doctest.h>

@@ -17,7 +17,7 @@
 # root is not needed: jobs can then only run as that same user (tested as root
 # and as nobody).
 #
-# Settings (from ../shared/FACTS.md, "Slurm on one machine"): proctrack/linuxproc
+# Settings for Slurm on one machine without cgroups: proctrack/linuxproc
 # and task/none (no cgroups needed), select/cons_tres with CR_Core, MpiDefault=pmix
 # (Debian's Open MPI only initialises under --mpi=pmix), no accounting.
 # AuthInfo cred_expire=SC_CRED_EXPIRE (default 5 s here, 120 s in Slurm): a

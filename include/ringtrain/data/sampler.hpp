@@ -1,4 +1,4 @@
-// ShardSampler: which rows a rank trains on, in which order (DESIGN.md).
+// ShardSampler: which rows a rank trains on, in which order (docs/ARCHITECTURE.md, "Data-parallel semantics").
 //
 // World size p, rank r, per-rank batch b, N training rows:
 //  - rank r owns the rows {i : i mod p == r, i < p*floor(N/p)}; every rank

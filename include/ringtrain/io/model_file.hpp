@@ -1,4 +1,4 @@
-// Model and checkpoint files (DESIGN.md "Files"), readable with h5py, h5ls
+// Model and checkpoint files (docs/ARCHITECTURE.md, "Files"), readable with h5py, h5ls
 // and h5dump.
 //
 // Model file (best.h5, final.h5):

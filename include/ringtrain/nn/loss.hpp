@@ -1,7 +1,7 @@
 // Losses: softmax cross-entropy (classification) and mean squared error
 // (regression). Each returns the SUM of the per-sample losses of the batch and
 // writes the gradient of that sum w.r.t. the model outputs, because the
-// data-parallel rule (DESIGN.md) is: sum per-sample gradients on every rank,
+// data-parallel rule (docs/ARCHITECTURE.md) is: sum per-sample gradients on every rank,
 // all-reduce the sums, divide once by the true global sample count.
 #pragma once
 

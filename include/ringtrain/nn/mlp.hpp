@@ -6,7 +6,7 @@
 //
 // Memory: the parameters are one flat buffer laid out in REVERSE layer order
 // (dense_{L-1} first), so the gradients backward() finishes first form a
-// contiguous prefix of the gradient buffer (DESIGN.md: buckets can be reduced
+// contiguous prefix of the gradient buffer (docs/ARCHITECTURE.md: buckets can be reduced
 // while backward continues). All activations and their gradients live in
 // workspace buffers sized for `max_batch` at construction; forward() and
 // backward() never allocate.

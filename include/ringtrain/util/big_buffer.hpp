@@ -8,7 +8,7 @@
 // walks every 4 KiB page of the peer's buffer. Buffers of 256 KiB or more are
 // therefore 2 MiB-aligned and madvise(MADV_HUGEPAGE)d; smaller ones are 64-byte
 // aligned (one cache line, one AVX-512 vector). Allocation happens once, before
-// the step loop, like every large buffer (DESIGN.md).
+// the step loop, like every large buffer (docs/ARCHITECTURE.md).
 #pragma once
 
 #include <sys/mman.h>
