@@ -151,12 +151,8 @@ TrainResult Trainer::run() {
   result.interrupted = result.stop == StopReason::kNone && step < total_steps_;
   result.trained_examples = examples_seen_ - examples_at_start;
   result.samples_per_s = double(result.trained_examples) / std::max(train_seconds, 1e-9);
-  result.comm_seconds = comm_seconds_;
   result.train_seconds = train_seconds;
-  result.data_seconds = data_seconds_;
-  result.compute_seconds = compute_seconds_;
-  result.wait_seconds = wait_seconds_;
-  result.optimizer_seconds = optimizer_seconds_;
+  result.step_times = times_;
   result.eval_seconds = eval_seconds_;
   result.checkpoint_seconds = save_seconds_;
   end_of_training(step, result);
@@ -231,18 +227,18 @@ void Trainer::end_of_training(int64_t step, TrainResult& result) {
                 "done: %lld steps, %lld examples in %.2f s (%.1fk samples/s while training, %.1f%% of it in the "
                 "all-reduce%s; %.3f s spent handing states to the writer); results in ",
                 (long long)step, (long long)result.examples_seen, wall_.seconds(), result.samples_per_s / 1e3,
-                100.0 * comm_seconds_ / std::max(result.train_seconds, 1e-9),
+                100.0 * times_.comm / std::max(result.train_seconds, 1e-9),
                 profiles_wait() ? "" : ", waiting for the slowest rank included", save_seconds_);
   log_.info(summary + log_.dir());
   const double t = std::max(result.train_seconds, 1e-9);
   char waiting[48] = "";
   if (profiles_wait())
-    std::snprintf(waiting, sizeof waiting, ", waiting for the slowest rank %.1f%%", 100 * result.wait_seconds / t);
+    std::snprintf(waiting, sizeof waiting, ", waiting for the slowest rank %.1f%%", 100 * result.step_times.wait / t);
   std::snprintf(summary, sizeof summary,
                 "step time (rank 0): compute %.1f%%, all-reduce %.1f%%%s, optimizer %.1f%%, batch rows %.1f%%; "
                 "evaluation %.2f s, checkpoints %.2f s",
-                100 * result.compute_seconds / t, 100 * result.comm_seconds / t, waiting,
-                100 * result.optimizer_seconds / t, 100 * result.data_seconds / t, result.eval_seconds,
+                100 * result.step_times.compute / t, 100 * result.step_times.comm / t, waiting,
+                100 * result.step_times.optimizer / t, 100 * result.step_times.data / t, result.eval_seconds,
                 result.checkpoint_seconds);
   log_.info(summary);
   record_end(step, result);
@@ -301,15 +297,15 @@ void Trainer::record_end(int64_t step, const TrainResult& result) const {
   e["trained_examples"] = result.trained_examples;
   e["wall_s"] = since_launch_.seconds();
   e["train_s"] = result.train_seconds;
-  e["comm_s"] = result.comm_seconds;
+  e["comm_s"] = result.step_times.comm;
   e["samples_per_s"] = result.samples_per_s;
   // Rank 0's seconds per phase of the training loop (train_s is the steps:
   // data + compute + wait + comm + optimizer).
-  e["breakdown"] = {{"data_s", result.data_seconds},
-                    {"compute_s", result.compute_seconds},
-                    {"wait_s", result.wait_seconds},
-                    {"comm_s", result.comm_seconds},
-                    {"optimizer_s", result.optimizer_seconds},
+  e["breakdown"] = {{"data_s", result.step_times.data},
+                    {"compute_s", result.step_times.compute},
+                    {"wait_s", result.step_times.wait},
+                    {"comm_s", result.step_times.comm},
+                    {"optimizer_s", result.step_times.optimizer},
                     {"eval_s", result.eval_seconds},
                     {"checkpoint_s", result.checkpoint_seconds},
                     {"profiled_wait", profiles_wait()}};

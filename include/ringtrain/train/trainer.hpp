@@ -41,6 +41,15 @@
 
 namespace ringtrain {
 
+// One rank's seconds in training steps, by phase.
+struct StepTimes {
+  double data = 0;       // gathering the batch's rows
+  double compute = 0;    // forward, loss and backward
+  double wait = 0;       // waiting for the slowest rank (run.profile; otherwise inside comm)
+  double comm = 0;       // the gradient all-reduce, or its two halves: what backward did not hide
+  double optimizer = 0;  // the update
+};
+
 struct TrainResult {
   int64_t steps = 0;
   int64_t examples_seen = 0;
@@ -49,12 +58,8 @@ struct TrainResult {
   std::map<std::string, double> test;       // test_* metrics (when data.test is given)
   double samples_per_s = 0;                 // over all training steps
   double train_seconds = 0;                 // time in training steps
-  double comm_seconds = 0;                  // of which in the gradient all-reduce (what backward did not hide)
-  // The rest of the step-time breakdown (this rank's seconds): the batch's
-  // rows, forward + loss + backward, waiting for the slowest rank (run.profile;
-  // otherwise inside comm_seconds), the optimizer; evaluations; handing
-  // checkpoints to the writer (rank 0).
-  double data_seconds = 0, compute_seconds = 0, wait_seconds = 0, optimizer_seconds = 0;
+  StepTimes step_times;                     // of which, by phase (this rank)
+  // Evaluations; handing checkpoints to the writer (rank 0).
   double eval_seconds = 0, checkpoint_seconds = 0;
   StopReason stop = StopReason::kNone;      // why training ended early
   std::string stop_message;
@@ -122,9 +127,30 @@ class Trainer {
   // Sharded optimizer: reduce-scatter, this rank's shard of the update,
   // all-gather of the parameters (train_step's second half).
   double sharded_update(int64_t step, Timeline* tl);
-  // Micro-batch k of step `step` (train.accumulate): its rows into the batch
-  // buffers, forward and loss, dout_ filled. Returns the loss sum.
-  double forward_micro_batch(int64_t step, int k, const int64_t* rows, int count, Timeline* tl);
+  // The verbs of train_step, in order. A step's rows come in micro-batches
+  // (train.accumulate) of b rows; the last may be short.
+  struct StepRows {
+    const int64_t* rows;
+    int count, b, micro;  // rows in the step, per micro-batch, micro-batches
+  };
+  StepRows step_rows(int64_t step_in_epoch) const;
+  // Micro-batch k of the step: its rows into the batch buffers, forward and
+  // loss, dout_ filled. Returns the loss sum.
+  double forward_micro_batch(int64_t step, int k, const StepRows& s, Timeline* tl);
+  // Every micro-batch but the last: forward, backward, gradients summed in
+  // accum_. Returns their loss sum.
+  double accumulate_micro_batches(int64_t step, const StepRows& s);
+  // The riders behind the gradients: this rank's loss and count, rank 0's
+  // flags, any rank's stop signal.
+  void load_riders(double loss, int count);
+  // The last micro-batch's backward into grads_ (adding accum_), handing
+  // finished prefixes to the bucket reducer unless sharded.
+  void backward_last(int64_t step, const StepRows& s, Timeline* tl);
+  void wait_for_slowest_rank(int64_t step, Timeline* tl);  // run.profile's barrier
+  void reduce_gradients(int64_t step, Timeline* tl);       // the all-reduce's rest
+  // The reduced riders: the flags taken; returns the global loss sum.
+  float read_riders();
+  float* riders() { return grads_ + model_->num_params(); }
   // Collective: every rank's optimizer slots whole again (before a
   // checkpoint, and when run() ends); a no-op unless sharded steps ran.
   void gather_optimizer_state();
@@ -160,11 +186,7 @@ class Trainer {
   LrSchedule schedule_;
   TrainingPlan plan_;
   int64_t total_steps_ = 0;
-  double comm_seconds_ = 0;
-  // Step-time breakdown of this launch (this rank): gathering the batch,
-  // forward + loss + backward, waiting for the slowest rank (run.profile),
-  // the optimizer; evaluation; comm_seconds_ is the all-reduce.
-  double data_seconds_ = 0, compute_seconds_ = 0, wait_seconds_ = 0, optimizer_seconds_ = 0;
+  StepTimes times_;  // this launch's steps, by phase
   double eval_seconds_ = 0;
   double save_seconds_ = 0;  // rank 0's time in save(): waiting for the writer and copying the state
   Timer wall_, since_checkpoint_;
@@ -188,10 +210,12 @@ class Trainer {
   // and the number of ranks that received a stop signal (pre-emption).
   float checkpoint_flag_ = 0, writer_failed_flag_ = 0, stop_flag_ = 0;
 
-  // After the gradients: loss sum, sample count, the checkpoint-now, writer-failed
-  // and stop flags, and (sharded optimizer) the ranks whose shard of the reduced
-  // gradients is not finite.
-  static constexpr std::size_t kTail = 6;
+  // The values that ride behind the gradients (riders()[i]), summed with
+  // them as exact fp32: loss sum, sample count, the checkpoint-now,
+  // writer-failed and stop flags, and (sharded optimizer) the ranks whose
+  // shard of the reduced gradients is not finite.
+  enum Rider : std::size_t { kLoss, kCount, kCheckpointDue, kWriterFailed, kStop, kNonFiniteShard, kRiders };
+  static constexpr std::size_t kTail = kRiders;
   // Step buffers, allocated once.
   // num_params gradients + the kTail values above: the communicator's shared
   // buffer when it has one (reduced in place), else ours.
