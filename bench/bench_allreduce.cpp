@@ -30,6 +30,7 @@
 // that arrive late (the barrier removes that skew on purpose).
 #include "ringtrain/comm/hierarchical_allreduce.hpp"
 #include "ringtrain/comm/mpi_communicator.hpp"
+#include "ringtrain/comm/mpi_helpers.hpp"
 #include "ringtrain/comm/recursive_doubling.hpp"
 #include "ringtrain/comm/ring_allreduce.hpp"
 #include "ringtrain/comm/shm_allreduce.hpp"

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "ringtrain/comm/mpi_helpers.hpp"
 #include "ringtrain/util/error.hpp"
 
 namespace ringtrain {

@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "ringtrain/comm/hierarchical_allreduce.hpp"
+#include "ringtrain/comm/mpi_helpers.hpp"
 #include "ringtrain/comm/recursive_doubling.hpp"
 #include "ringtrain/comm/ring_allreduce.hpp"
 #include "ringtrain/comm/shm_allreduce.hpp"

@@ -3,7 +3,7 @@
 
 #include <limits>
 
-#include "ringtrain/comm/ring_allreduce.hpp"  // check_mpi
+#include "ringtrain/comm/mpi_helpers.hpp"
 #include "ringtrain/util/error.hpp"
 
 namespace ringtrain {

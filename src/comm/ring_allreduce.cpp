@@ -1,17 +1,10 @@
 // Ring reduce-scatter + all-gather (see ring_allreduce.hpp).
 #include "ringtrain/comm/ring_allreduce.hpp"
 
+#include "ringtrain/comm/mpi_helpers.hpp"
 #include "ringtrain/util/error.hpp"
 
 namespace ringtrain {
-
-void check_mpi(int rc, const char* what) {
-  if (rc == MPI_SUCCESS) return;
-  char text[MPI_MAX_ERROR_STRING];
-  int len = 0;
-  MPI_Error_string(rc, text, &len);
-  throw RuntimeError(str_cat(what, " failed: ", std::string(text, len)));
-}
 
 RingAllreduce::RingAllreduce(MPI_Comm comm, Watchdog* watchdog, std::size_t segment)
     : comm_(comm), watchdog_(watchdog), segment_(std::max<std::size_t>(segment, 1)) {

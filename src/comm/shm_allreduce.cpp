@@ -7,7 +7,7 @@
 #include <cstring>
 
 #include "ringtrain/comm/communicator.hpp"    // CollectiveError
-#include "ringtrain/comm/ring_allreduce.hpp"  // check_mpi
+#include "ringtrain/comm/mpi_helpers.hpp"
 #include "ringtrain/util/error.hpp"
 
 namespace ringtrain {

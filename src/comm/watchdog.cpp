@@ -8,7 +8,7 @@
 #include <string>
 #include <thread>
 
-#include "ringtrain/comm/ring_allreduce.hpp"
+#include "ringtrain/comm/mpi_helpers.hpp"
 #include "ringtrain/util/error.hpp"
 
 namespace ringtrain {

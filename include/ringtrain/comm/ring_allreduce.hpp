@@ -77,13 +77,4 @@ class RingAllreduce {
   BigBuffer<uint16_t> wire_scratch_;  // compressed: one received chunk
 };
 
-// Throws RuntimeError naming the call when an MPI function did not succeed.
-void check_mpi(int rc, const char* what);
-
-// dst[i] += src[i]: the reduction step of the message-based algorithms
-// (vectorised at -O3 -march=native).
-inline void add_into(float* __restrict dst, const float* __restrict src, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) dst[i] += src[i];
-}
-
 }  // namespace ringtrain
