@@ -36,6 +36,7 @@
 #include <utility>
 #include <vector>
 
+#include "ringtrain/comm/mpi_helpers.hpp"  // check_mpi, add_into: the ring uses them, its users did
 #include "ringtrain/comm/watchdog.hpp"
 #include "ringtrain/comm/wire_format.hpp"
 #include "ringtrain/util/big_buffer.hpp"

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "ringtrain/comm/mpi_helpers.hpp"
 #include "ringtrain/comm/ring_allreduce.hpp"  // includes <mpi.h>
 #include "ringtrain/io/model_file.hpp"
 #include "ringtrain/nn/mlp.hpp"
