@@ -266,8 +266,9 @@ void Trainer::find_resume_point() {
   }
   // Starting over is only for a directory with nothing of value in it, or
   // for a launch of these same settings stopped before its first checkpoint
-  // (pre-empted, killed): from step 0 with the same settings every record it
-  // left (metrics, best.h5) is computed again, bit for bit.
+  // (pre-empted, killed; why_not_restart): from step 0 with the same
+  // settings the records it left (metrics.jsonl) are computed again, bit for
+  // bit.
   if (found.only_unfinished_launch) {
     log_.info(str_cat("resume: no checkpoint in ", cfg_.run_dir,
                       found.empty() ? std::string()
