@@ -94,6 +94,14 @@ constexpr hsize_t kMaxCompression = 1100;
 [[nodiscard]] bool h5_read(hid_t dataset, hid_t mem_type, hid_t mem_space, hid_t file_space, void* out,
                            const std::string& what);
 
+// A fixed-length, NUL-terminated UTF-8 string type that holds `value`
+// (RuntimeError for a NUL in it). Fixed length rather than variable length:
+// variable-length strings live in HDF5's global heap, which carries no
+// checksum; a fixed-length value sits in its object header, which does.
+H5Handle h5_fixed_string_type(const std::string& value);
+// UsageError unless the file stores the `bytes` a scalar dataset declares
+// (the checks of h5_dataset_shape, for a text dataset).
+void h5_check_scalar_storage(hid_t dataset, std::size_t bytes);
 // Writes a dataset of native floats/ints with the given shape, chunked along
 // the first axis with the Fletcher32 checksum filter.
 void h5_write_floats(hid_t loc, const std::string& name, const std::vector<hsize_t>& shape,
