@@ -192,6 +192,12 @@ void require_regular_input(const std::string& path, const std::string& what) {
     throw UsageError(str_cat(what, ": '", path, "' is ", kind_of(st.st_mode), ", not a regular file"));
 }
 
+bool is_run_config(const std::string& path) {
+  std::ifstream in(path);
+  std::string first;
+  return std::getline(in, first) && first.rfind(kRunConfigMarker, 0) == 0;
+}
+
 bool is_run_dir_name(const std::string& name) {
   static const char* const kNames[] = {"config.ini",   "events.jsonl", "metrics.jsonl",     "manifest.json",
                                        "best.h5",      "final.h5",     "test_metrics.json", "trace.json",
@@ -211,13 +217,10 @@ std::string base_name(const std::string& path) {
 }
 
 // A run directory: its lock, or (a copy without it) the config.ini that
-// `train` writes, recognised by its first line (RunLog::kConfigMarker).
+// `train` writes.
 bool holds_run_lock(const std::string& folder) {
   struct stat st;
-  if (::lstat((folder + "/run.lock").c_str(), &st) == 0) return true;
-  std::ifstream in(folder + "/config.ini");
-  std::string first;
-  return std::getline(in, first) && first.rfind("# ringtrain effective configuration", 0) == 0;
+  return ::lstat((folder + "/run.lock").c_str(), &st) == 0 || is_run_config(folder + "/config.ini");
 }
 
 // The run directory `output` would write into ringtrain's files of, or "".

@@ -45,12 +45,6 @@ std::string holder_text() {
                  ", since ", utc_timestamp(), "\n");
 }
 
-bool begins_with(const std::string& path, const std::string& prefix) {
-  std::ifstream in(path);
-  std::string head(prefix.size(), '\0');
-  return in.read(head.data(), std::streamsize(head.size())) && head == prefix;
-}
-
 bool has_checkpoint_event(const std::string& path) {
   std::ifstream in(path);
   std::string line;
@@ -170,7 +164,7 @@ RunDirContents inspect_run_dir(const std::string& dir) {
       throw UsageError(str_cat("run.dir: ", e.path().string(), " has other names (a hard link): ringtrain appends ",
                                "to it in place; copy the run directory without hard links"));
     c.run_files.push_back(want_dir ? name + "/" : name);
-    const bool harmless = (name == "config.ini" && begins_with(e.path().string(), "# ringtrain effective")) ||
+    const bool harmless = (name == "config.ini" && is_run_config(e.path().string())) ||
                           (name == "events.jsonl" && !has_checkpoint_event(e.path().string())) ||
                           (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0);
     if (!harmless) c.only_unfinished_launch = false;

@@ -30,7 +30,7 @@ void RunLog::open(bool resuming, const std::string& config_path) {
   contents_ = inspect_run_dir(dir_);
   const std::string recorded = dir_ + "/config.ini";
   if (!config_path.empty() && same_file_or_path(config_path, recorded) &&
-      (!resuming || !begins_with_marker(recorded)))
+      (!resuming || !is_run_config(recorded)))
     throw UsageError(str_cat("--config: ", config_path, " is the run directory's config.ini, where ringtrain ",
                              "records the settings of each run: keep your config file outside run.dir or under ",
                              "another name"));
@@ -67,11 +67,6 @@ void RunLog::begin(const std::string& effective_ini, const std::string& config_p
   write_file_atomic(recorded, effective_ini);
 }
 
-bool RunLog::begins_with_marker(const std::string& path) {
-  std::ifstream in(path);
-  std::string first;
-  return std::getline(in, first) && first.rfind(kConfigMarker, 0) == 0;
-}
 
 namespace {
 

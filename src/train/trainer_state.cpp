@@ -299,7 +299,7 @@ std::string Trainer::why_not_restart(const RunDirContents& found) const {
   if (records.last_world_size >= 0 && records.last_world_size != comm_.size())
     return str_cat("it ran on ", records.last_world_size, " ranks");
   const std::string recorded = cfg_.run_dir + "/config.ini";
-  if (!RunLog::begins_with_marker(recorded)) return "no config.ini of ringtrain's records its settings";
+  if (!is_run_config(recorded)) return "no config.ini of ringtrain's records its settings";
   std::ifstream in(recorded);
   std::stringstream text;
   text << in.rdbuf();

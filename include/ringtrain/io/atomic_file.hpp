@@ -80,6 +80,11 @@ void check_output(const std::string& output, const std::vector<std::string>& inp
 // writer), a device or a socket. Call it before opening an input.
 void require_regular_input(const std::string& path, const std::string& what);
 
+// The first line of the config.ini that `train` writes into a run
+// directory, and whether the file at `path` starts with it.
+constexpr const char* kRunConfigMarker = "# ringtrain effective configuration";
+bool is_run_config(const std::string& path);
+
 // True for the names `train` writes into a run directory (config.ini,
 // metrics.jsonl, best.h5, best-step<N>.h5, checkpoints, ...) and their
 // ".tmp" temporaries; not run.lock.

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "ringtrain/io/atomic_file.hpp"
 #include "ringtrain/train/run_dir.hpp"
 #include "ringtrain/util/timer.hpp"
 
@@ -51,9 +52,7 @@ class RunLog {
   // over the --config file itself); `fresh` (a resume that found nothing to
   // resume) first removes the records of the launch that never checkpointed.
   void begin(const std::string& effective_ini, const std::string& config_path, bool fresh);
-  // True if `path` starts with the line ringtrain writes atop config.ini.
-  static bool begins_with_marker(const std::string& path);
-  static constexpr const char* kConfigMarker = "# ringtrain effective configuration";
+  static constexpr const char* kConfigMarker = kRunConfigMarker;  // atop config.ini
   // Resuming: keeps the metrics.jsonl and events.jsonl lines up to
   // `examples_seen` (the resumed run writes the later ones again), and every
   // earlier launch's start and end record; -1 clears both (a fresh start).
