@@ -138,6 +138,9 @@ void check_event(const Json& e, const std::string& path) {
   expect({"reason", "message", "monitor", "mode", "algorithm", "path", "resumed_from"}, &Json::is_string, "a string");
   expect({"wall_s", "train_s", "comm_s", "samples_per_s", "trained_examples", "base_lr", "effective_lr", "epoch"},
          &Json::is_number, "a number");
+  for (const char* k : {"trained_examples", "wall_s", "train_s", "comm_s", "samples_per_s"})
+    if (e.contains(k) && e[k].get<double>() < 0)
+      throw UsageError(str_cat(path, ": \"", k, "\" is negative in ", brief(e)));
 }
 
 }  // namespace

@@ -296,8 +296,8 @@ std::string Trainer::why_not_restart(const RunDirContents& found) const {
   const LaunchRecords records = read_launch_records(cfg_.run_dir + "/events.jsonl");
   if (records.checkpointed) return "events.jsonl records checkpoints that are gone";
   if (records.ended) return "events.jsonl records that it ended";
-  if (records.last_world_size >= 0 && records.last_world_size != comm_.size())
-    return str_cat("it ran on ", records.last_world_size, " ranks");
+  if (records.last_world_size < 0) return "events.jsonl records no start, so its world size is unknown";
+  if (records.last_world_size != comm_.size()) return str_cat("it ran on ", records.last_world_size, " ranks");
   const std::string recorded = cfg_.run_dir + "/config.ini";
   if (!is_run_config(recorded)) return "no config.ini of ringtrain's records its settings";
   std::ifstream in(recorded);

@@ -85,6 +85,9 @@ TEST_CASE("load_run: an event field missing or of the wrong type is a usage erro
   CHECK_THROWS_WITH_AS(
       load_run(events(R"({"event": "checkpoint", "step": -9223372036854775808, "examples_seen": 0})")),
       doctest::Contains("\"step\" is negative"), UsageError);
+  CHECK_THROWS_WITH_AS(
+      load_run(events(R"({"event": "end", "step": 1, "examples_seen": 64, "reason": "completed", "trained_examples": -5})")),
+      doctest::Contains("\"trained_examples\" is negative"), UsageError);
   // A long record is shown cut short in the message.
   const std::string pad(100000, 'x');
   try {

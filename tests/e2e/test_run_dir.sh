@@ -178,7 +178,8 @@ cp -a "$R/evalonly" "$R/evalonly_best"
 rm -f "$R/evalonly/best.h5" "$R/evalonly/manifest.json"
 grep -v '"event":"end"' "$R/evalonly/events.jsonl" >"$WORK/ev" && cat "$WORK/ev" >"$R/evalonly/events.jsonl"
 sed -i 's/^keep_last = 0$/keep_last = 2/' "$R/evalonly/config.ini"
-for c in other world batch ended; do cp -a "$R/evalonly" "$R/evalonly_$c"; done
+for c in other world batch ended noevents; do cp -a "$R/evalonly" "$R/evalonly_$c"; done
+rm "$R/evalonly_noevents/events.jsonl"
 grep '"event":"end"' "$R/evalonly_best/events.jsonl" >>"$R/evalonly_ended/events.jsonl"
 refused "resume auto, no checkpoint, other settings" 2 "it has other settings: optim.lr (0.1 -> 0.3)" \
   "$R/evalonly_other" train "${BASE[@]}" $E3 --run.dir="$R/evalonly_other" --resume=auto --optim.lr=0.3
@@ -187,6 +188,8 @@ refused "resume auto, no checkpoint, other batch (resume-free key)" 2 "train.bat
   --run.dir="$R/evalonly_batch" --resume=auto
 refused "resume auto, no checkpoint, other world size" 1 "it ran on 2 ranks" "$R/evalonly_world" \
   train "${BASE[@]}" $E3 --run.dir="$R/evalonly_world" --resume=auto
+refused "resume auto, no checkpoint, events.jsonl gone (world size unknown)" 1 "world size is unknown" \
+  "$R/evalonly_noevents" train "${BASE[@]}" $E3 --run.dir="$R/evalonly_noevents" --resume=auto
 refused "resume auto, no checkpoint, but best.h5" 2 "it has best.h5" "$R/evalonly_best" \
   train "${BASE[@]}" $E3 --run.dir="$R/evalonly_best" --resume=auto --checkpoint.keep_last=0 --train.stop_after_steps=5
 refused "resume auto, no checkpoint, launch ended" 2 "records that it ended" "$R/evalonly_ended" \
